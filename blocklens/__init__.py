@@ -1,0 +1,13 @@
+"""blocklens: the building blocks of interpretability for any PyTorch vision model.
+
+>>> import blocklens as bl
+>>> model = bl.load_model("efficientnet_lite0")
+>>> model.predict(bl.bundled_image("chelsea"), top=3)        # doctest: +SKIP
+"""
+from .errors import BlocklensError
+from .images import bundled_image, load_image
+from .models import Model, list_models, load_model, wrap
+
+__version__ = "0.1.0"
+
+__all__ = ["BlocklensError", "Model", "bundled_image", "list_models", "load_image", "load_model", "wrap"]

