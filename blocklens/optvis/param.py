@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -67,6 +69,17 @@ def _make_generator(seed: int | None, generator: torch.Generator | None) -> torc
     if seed is not None:
         return torch.Generator().manual_seed(seed)
     return generator
+
+
+def _init_normal(shape: tuple[int, ...], sd: float, seed: int | None, generator: torch.Generator | None,
+                 seeds: Sequence[int] | None) -> torch.Tensor:
+    """N(0, sd) initial values; with ``seeds`` each batch element is drawn from its own seed, so an image's
+    start does not depend on its position in the batch."""
+    if seeds is None:
+        return torch.randn(shape, generator=_make_generator(seed, generator)) * sd
+    if len(seeds) != shape[0]:
+        raise ValueError(f"seeds has {len(seeds)} entries for a batch of {shape[0]}")
+    return torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds]) * sd
 
 
 def linear_decorrelate_color(t: torch.Tensor) -> torch.Tensor:
@@ -136,6 +149,8 @@ class FourierImage(nn.Module):
         seed: seed for the initialization; or pass ``generator`` instead (not both). With neither, torch's
             global RNG is used.
         generator: a CPU ``torch.Generator`` to draw the initialization from.
+        seeds: one seed per image instead (``len(seeds) == batch``): each image's start is then independent
+            of its batch mates and of its position in the batch.
     """
 
     def __init__(
@@ -149,6 +164,7 @@ class FourierImage(nn.Module):
         decorrelate: bool = True,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
     ):
         super().__init__()
         if decorrelate and channels != 3:
@@ -162,8 +178,7 @@ class FourierImage(nn.Module):
         self.decorrelate = decorrelate
         h, w = self.size
         shape = (batch, self.channels, h, w // 2 + 1, 2)
-        init = torch.randn(shape, generator=_make_generator(seed, generator)) * sd
-        self.spectrum = nn.Parameter(init)
+        self.spectrum = nn.Parameter(_init_normal(shape, sd, seed, generator, seeds))
         self.register_buffer("scale", spectrum_scale(h, w, decay_power), persistent=False)
 
     def forward(self) -> torch.Tensor:
@@ -199,6 +214,7 @@ class PixelImage(nn.Module):
         decorrelate: bool = True,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
     ):
         super().__init__()
         if decorrelate and channels != 3:
@@ -210,7 +226,7 @@ class PixelImage(nn.Module):
         self.sd = sd
         self.decorrelate = decorrelate
         shape = (batch, self.channels, *self.size)
-        self.pixels = nn.Parameter(torch.randn(shape, generator=_make_generator(seed, generator)) * sd)
+        self.pixels = nn.Parameter(_init_normal(shape, sd, seed, generator, seeds))
 
     def forward(self) -> torch.Tensor:
         """Returns the image batch, (B, C, H, W) in (0, 1)."""

@@ -1,0 +1,101 @@
+"""Dead-ReLU rescue (Lucid's "redirected ReLU"), for ``nn.ReLU``, ``nn.ReLU6`` and ``nn.Hardtanh(0, 6)``.
+
+Early in an optimization from a grey image, many units sit below zero (or above ReLU6's cap) for every pixel;
+their true gradient is exactly zero and the image never moves. While the rescue is active, a clipped unit lets
+the gradient through when the true gradient of that batch element is zero *everywhere* in the layer, except
+where it would push the value further into the clip. Once any gradient flows the true one is used. The
+render loop activates it for the first steps only (16 by default, as in Lucid).
+
+Modules are patched with hooks, never edited: :func:`relu_rescue` is a context manager that removes every hook
+on exit. Activations computed with ``torch.relu``/``F.relu`` inside a forward (not modules) are not rescued.
+Register it *before* a :class:`~blocklens.probe.Probe` so the probe captures the rescued output.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+class _RedirectedClip(torch.autograd.Function):
+    """``clamp(x, 0, upper)`` whose backward redirects the gradient of elements with no true gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, upper: float | None) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.upper = upper
+        return x.clamp(0.0, upper) if upper is not None else x.clamp_min(0.0)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        upper = ctx.upper
+        inside = x > 0 if upper is None else (x > 0) & (x < upper)
+        true = torch.where(inside, g, torch.zeros_like(g))
+        # g is d(loss)/d(out) of a loss being minimized: g > 0 lowers the value, g < 0 raises it
+        blocked = (x <= 0) & (g > 0)
+        if upper is not None:
+            blocked = blocked | ((x >= upper) & (g < 0))
+        redirected = torch.where(blocked, torch.zeros_like(g), g)
+        dead = true.flatten(1).abs().amax(1) == 0 if true.dim() > 1 else true.abs().amax().view(1) == 0
+        dead = dead.view(-1, *([1] * (g.dim() - 1)))
+        return torch.where(dead, redirected, true), None
+
+
+def _upper(m: nn.Module) -> float | None | bool:
+    """The clip of a rectifier module: None for ReLU, 6.0 for ReLU6; False when it is no rectifier."""
+    if isinstance(m, nn.ReLU6):
+        return 6.0
+    if isinstance(m, nn.ReLU):
+        return None
+    if isinstance(m, nn.Hardtanh) and m.min_val == 0.0:
+        return float(m.max_val)
+    return False
+
+
+class _Rescue:
+    def __init__(self):
+        self.active = False
+        self.count = 0  # rectifier modules patched
+
+
+@contextmanager
+def relu_rescue(module: nn.Module) -> Iterator[_Rescue]:
+    """Patch every rectifier module of ``module``; set ``.active`` on the yielded object to switch it on."""
+    state = _Rescue()
+    handles = []
+    saved: dict[int, list[torch.Tensor]] = {}
+
+    def pre_hook(mod, args):
+        if not state.active or not args or not isinstance(args[0], torch.Tensor):
+            return None
+        x = args[0]
+        saved.setdefault(id(mod), []).append(x)
+        if getattr(mod, "inplace", False):
+            return (x.clone(),) + tuple(args[1:])  # the module's in-place op must not destroy our copy
+        return None
+
+    def make_post_hook(upper):
+        def post_hook(mod, args, out):
+            stack = saved.get(id(mod))
+            if not state.active or not stack:
+                return None
+            x = stack.pop()
+            return _RedirectedClip.apply(x, upper)
+        return post_hook
+
+    try:
+        for m in module.modules():
+            upper = _upper(m)
+            if upper is False:
+                continue
+            handles.append(m.register_forward_pre_hook(pre_hook))
+            handles.append(m.register_forward_hook(make_post_hook(upper)))
+            state.count += 1
+        yield state
+    finally:
+        for h in handles:
+            h.remove()
+        saved.clear()
