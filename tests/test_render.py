@@ -1,0 +1,128 @@
+"""Feature visualization by direction, never by pixels: objectives rise, the target unit wins, seeds repeat."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import blocklens as bl
+from blocklens.errors import BlocklensError, UnknownNameError
+from blocklens.optvis import objectives as obj
+from blocklens.optvis.render import render
+from blocklens.optvis.rescue import relu_rescue
+from blocklens.optvis.targets import parse_target
+
+from test_probe import all_hooks
+
+FAST = dict(size=64, steps=48, progress=False)
+
+
+def test_objective_rises_and_seed_repeats(lite0):
+    a = render(lite0, ["blocks.3:5"], **FAST)
+    b = render(lite0, ["blocks.3:5"], **FAST)
+    assert a.history[-1, 0] > a.history[0, 0] + 1.0
+    assert np.array_equal(a.images, b.images)
+    c = render(lite0, ["blocks.3:5"], seed=1, **FAST)
+    assert not np.array_equal(a.images, c.images)
+    assert a.images.shape == (1, 64, 64, 3) and 0 <= a.images.min() and a.images.max() <= 1
+
+
+def test_same_init_makes_an_icon_independent_of_its_batch_mates(lite0):
+    alone = render(lite0, ["blocks.3:5"], same_init=True, **FAST)
+    together = render(lite0, ["blocks.3:9", "blocks.3:5", "blocks.3:20"], same_init=True, **FAST)
+    diff = np.abs(alone.images[0] - together.images[1])
+    assert diff.mean() < 0.005 and diff.max() < 0.1  # equal up to float noise of batched convolutions
+    other = render(lite0, ["blocks.3:5"], same_init=True, seed=3, **FAST)
+    assert np.abs(alone.images[0] - other.images[0]).mean() > 10 * diff.mean()
+
+
+def test_each_channel_wins_in_its_own_icon(lite0):
+    """Specificity on a small sample (the full figure is bench/bench_specificity.py)."""
+    channels = [1, 5, 9, 14]
+    result = render(lite0, [f"blocks.3:{c}" for c in channels], size=64, steps=96, progress=False)
+    x = lite0.normalize(torch.from_numpy(result.images).permute(0, 3, 1, 2))
+    acts = lite0.activations(x, "blocks.3")["blocks.3"].mean((2, 3))  # (icons, channels)
+    table = acts[:, channels]  # row: icon, column: channel
+    for j in range(len(channels)):
+        assert int(table[:, j].argmax()) == j, table
+
+
+def test_neuron_and_logit_targets(lite0):
+    r = render(lite0, ["blocks.9:12@7,7", "logit:espresso"], **FAST)
+    assert (r.history[-1] > r.history[0]).all()
+    assert r.names == ["blocks.9:12@7,7", "espresso"]
+
+
+def test_composed_objective_with_batch(lite0):
+    o = obj.channel("blocks.3", 5) - 1e-3 * obj.total_variation() + 0.1 * obj.diversity("blocks.3")
+    assert o.layers == {"blocks.3"}
+    r = render(lite0, o, batch=2, **FAST)
+    assert r.images.shape[0] == 2 and r.history.shape == (48, 2)
+    assert r.history[-1].mean() > r.history[0].mean()
+
+
+def test_no_hooks_after_render_even_on_exception(lite0):
+    calls = {"n": 0}
+
+    def explode(ctx):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("objective failed")
+        return ctx.layer("blocks.3")[:, 0].mean((1, 2))
+
+    with pytest.raises(RuntimeError, match="objective failed"):
+        render(lite0, obj.Objective(explode, ["blocks.3"]), **FAST)
+    assert all_hooks(lite0.module) == []
+    render(lite0, ["blocks.3:1"], size=64, steps=2, progress=False)
+    assert all_hooks(lite0.module) == []
+
+
+class _DeadNet(nn.Module):
+    """A ReLU6 unit that is below zero everywhere for a grey image: its true gradient is zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.fill_(0.1)
+            self.conv.bias.fill_(-0.5)  # reachable only by a bright image
+        self.act = nn.ReLU6()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.act(self.conv(x))).flatten(1)
+
+
+def test_dead_relu_rescue_revives_a_clipped_unit():
+    model = bl.wrap(_DeadNet(), input_size=32, mean=(0.5, 0.5, 0.5), std=(1, 1, 1))
+    kw = dict(size=32, steps=40, transforms=None, param="pixel", progress=False)
+    without = render(model, ["act:0"], rescue_steps=0, **kw)
+    rescued = render(model, ["act:0"], rescue_steps=40, **kw)
+    assert without.history[-1, 0] == 0 and without.zero_grad_steps[0] == 40
+    assert rescued.history[-1, 0] > 0.05 and rescued.zero_grad_steps[0] == 0
+    assert all_hooks(model.module) == []
+
+
+def test_rescue_lets_gradient_only_where_it_does_not_push_deeper():
+    relu = nn.ReLU6()
+    with relu_rescue(relu) as r:
+        r.active = True
+        x = torch.tensor([[-1.0, 7.0, 3.0], [-1.0, 7.0, 8.0]], requires_grad=True)
+        # minimizing -sum(y) asks every value to rise
+        (g,) = torch.autograd.grad(-relu(x).sum(), x)
+    # row 0 has a live unit (3.0): its true gradient is used as it is
+    # row 1 has no true gradient at all: redirected below zero (rising helps), blocked above the cap
+    assert torch.equal(g, torch.tensor([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("spec, error, message", [
+    ("blocks.33:1", UnknownNameError, "blocks.3"),
+    ("blocks.3:40", BlocklensError, "40 channels"),
+    ("pool:3@1,1", BlocklensError, "no positions"),
+    ("blocks.9:3@14,0", BlocklensError, "outside"),
+    ("logit:tigger cat", UnknownNameError, "tiger cat"),
+    ("blocks.3", BlocklensError, "LAYER:CHANNEL"),
+    ("blocks.3:x", BlocklensError, "CHANNEL@X,Y"),
+])
+def test_bad_targets(lite0, spec, error, message):
+    with pytest.raises(error, match=message):
+        parse_target(lite0, spec)
