@@ -5,9 +5,14 @@
 >>> model.predict(bl.bundled_image("chelsea"), top=3)        # doctest: +SKIP
 """
 from .errors import BlocklensError
+from .iconcache import icons
 from .images import bundled_image, load_image
 from .models import Model, list_models, load_model, wrap
+from .optvis import objectives
+from .optvis.render import render
+from .store import IconStore
 
 __version__ = "0.1.0"
 
-__all__ = ["BlocklensError", "Model", "bundled_image", "list_models", "load_image", "load_model", "wrap"]
+__all__ = ["BlocklensError", "IconStore", "Model", "bundled_image", "icons", "list_models", "load_image",
+           "load_model", "objectives", "render", "wrap"]

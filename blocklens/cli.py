@@ -18,6 +18,7 @@ examples:
   blocklens layers --model efficientnet_lite0   every layer with its shape
   blocklens classify chelsea                    a bundled photo (or any image path)
   blocklens classify cat.jpg dog.png --top 3 --json
+  blocklens vis blocks.9:12 blocks.9:12@7,7 "logit:tiger cat" --out vis/
 """
 
 
@@ -66,6 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", "-k", type=_positive_int, default=5, help="how many classes (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON: one object for one image, a list for several")
     p.set_defaults(func=cmd_classify)
+    p = sub.add_parser("vis", help="feature visualizations (icons) of channels, neurons and classes",
+                       description="Render the image that most excites each TARGET (Fourier-space image, "
+                                   "transformation robustness, Adam; the reference recipe). Icons are cached in "
+                                   "the icon store, keyed by model weights, unit and recipe: asking again is "
+                                   "instant. TARGET is LAYER:CHANNEL (blocks.9:12), LAYER:CHANNEL@X,Y, a neuron "
+                                   "at a position of the layer's grid at the model's input size "
+                                   "(blocks.9:12@7,7), or logit:CLASS (logit:282, 'logit:tiger cat').",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  blocklens vis blocks.9:12 blocks.9:13 --out vis/\n"
+                              "  blocklens vis 'logit:tiger cat' --size 224 --steps 256 --json")
+    p.add_argument("targets", nargs="+", metavar="TARGET")
+    _add_model(p)
+    p.add_argument("--size", type=_positive_int, default=128, help="image size in pixels (default 128)")
+    p.add_argument("--steps", type=_positive_int, default=512, help="optimization steps (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--batch", type=_positive_int, default=8, help="targets rendered together (default 8)")
+    p.add_argument("--out", default="blocklens-vis", metavar="DIR", help="where PNGs go (default ./blocklens-vis)")
+    p.add_argument("--store", metavar="DIR", help="icon store folder (default: $BLOCKLENS_CACHE or "
+                   "~/.cache/blocklens)")
+    p.add_argument("--no-cache", action="store_true", help="render without reading or writing the store")
+    p.add_argument("--refresh", action="store_true", help="render again and overwrite stored icons")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_vis)
     return parser
 
 
@@ -154,6 +179,38 @@ def cmd_classify(args) -> int:
             for p in r["predictions"]:
                 print(f"  {p['prob']:6.3f}  {p['label']} ({p['index']})")
     return 2 if failed else 0
+
+
+def cmd_vis(args) -> int:
+    from .iconcache import icons
+    from .models import load_model
+    from .optvis.targets import parse_target
+    from .sheet import contact_sheet
+
+    model = load_model(args.model)
+    targets = [parse_target(model, t) for t in args.targets]  # all checked before any work starts
+    got = icons(model, targets, store=False if args.no_cache else args.store, batch=args.batch,
+                progress=False if args.no_progress else None, refresh=args.refresh,
+                size=args.size, steps=args.steps, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for t, icon in zip(targets, got):
+        path = out / f"{t.slug}.png"
+        icon.to_pil().save(path)
+        rows.append({"target": t.spec, "label": t.label, "file": str(path), "key": icon.key,
+                     "objective": icon.meta.get("objective"), "dead": icon.meta.get("dead", False)})
+    if len(got) > 1:
+        contact_sheet([i.image for i in got], [t.label for t in targets]).save(out / "sheet.png")
+    if args.json:
+        print(json.dumps({"model": model.name, "icons": rows}, indent=2))
+    else:
+        for r in rows:
+            flag = "  (no gradient for most steps: dead unit?)" if r["dead"] else ""
+            print(f"{r['file']}  {r['label']}  objective {r['objective']:.3g}{flag}")
+        if len(got) > 1:
+            print(f"{out / 'sheet.png'}  all {len(got)} side by side")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

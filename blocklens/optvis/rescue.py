@@ -33,14 +33,17 @@ class _RedirectedClip(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         upper = ctx.upper
         inside = x > 0 if upper is None else (x > 0) & (x < upper)
-        true = torch.where(inside, g, torch.zeros_like(g))
+        true = g * inside
+        flat = true.reshape(true.shape[0], -1) if true.dim() > 1 else true.reshape(1, -1)
+        dead = ~flat.any(1)  # batch elements with no true gradient anywhere in this layer
+        if not bool(dead.any()):
+            return true, None
         # g is d(loss)/d(out) of a loss being minimized: g > 0 lowers the value, g < 0 raises it
         blocked = (x <= 0) & (g > 0)
         if upper is not None:
-            blocked = blocked | ((x >= upper) & (g < 0))
-        redirected = torch.where(blocked, torch.zeros_like(g), g)
-        dead = true.flatten(1).abs().amax(1) == 0 if true.dim() > 1 else true.abs().amax().view(1) == 0
-        dead = dead.view(-1, *([1] * (g.dim() - 1)))
+            blocked |= (x >= upper) & (g < 0)
+        redirected = g * ~blocked
+        dead = dead.view(-1, *([1] * (g.dim() - 1))) if g.dim() > 1 else dead
         return torch.where(dead, redirected, true), None
 
 

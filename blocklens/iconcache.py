@@ -1,0 +1,90 @@
+"""Icons: feature visualizations fetched from the store, rendered in batches only where missing.
+
+``icons(model, "blocks.9", range(16))`` returns one :class:`~blocklens.store.Icon` per unit, in order. Each icon
+is keyed by the model's weight fingerprint, the layer, the unit and the recipe (size, steps, lr, seed, ...), so a
+change to any of them renders anew and nothing stale is ever served. Missing icons are rendered ``batch`` at a
+time with ``same_init=True``: an icon is the same image whichever batch it was rendered in.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import BlocklensError
+from .optvis.render import DEFAULTS, render
+from .optvis.targets import Target, channel_target, logit_target, parse_target
+from .store import Icon, IconStore, icon_key
+
+RECIPE_KEYS = ("size", "steps", "lr", "seed", "param", "decorrelate", "transforms", "rescue_steps")
+
+
+def recipe_for(**overrides) -> dict:
+    """The full recipe (render defaults with ``overrides``) that icon keys are made of."""
+    unknown = set(overrides) - set(RECIPE_KEYS)
+    if unknown:
+        raise BlocklensError(f"unknown recipe option(s) {sorted(unknown)}; valid: {', '.join(RECIPE_KEYS)}")
+    recipe = {k: DEFAULTS[k] for k in RECIPE_KEYS}
+    recipe.update({k: v for k, v in overrides.items() if v is not None})
+    return recipe
+
+
+def _targets(model, layer_or_targets, units) -> list[Target]:
+    if units is None:
+        items = [layer_or_targets] if isinstance(layer_or_targets, (str, Target)) else list(layer_or_targets)
+        return [parse_target(model, t) for t in items]
+    if isinstance(layer_or_targets, str) and layer_or_targets.lower() in ("logit", "logits"):
+        return [logit_target(model, u) for u in units]
+    out = []
+    for u in units:
+        if isinstance(u, (int, np.integer)):
+            out.append(channel_target(model, layer_or_targets, int(u)))
+        else:  # "12" or "12@3,4"
+            out.append(parse_target(model, f"{layer_or_targets}:{u}"))
+    return out
+
+
+def icon_key_for(model, target: Target, recipe: dict) -> str:
+    return icon_key(model.fingerprint, target.layer, target.unit, recipe)
+
+
+def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None, *,
+          store: IconStore | str | None | bool = None, batch: int = 8, progress: bool | None = None,
+          refresh: bool = False, **recipe_overrides) -> list[Icon]:
+    """Icons for ``units`` of ``layer`` (channels as ints, neurons as ``"C@X,Y"``, classes when the layer is
+    ``"logit"``), or for a list of targets when ``units`` is None.
+
+    ``store``: an :class:`IconStore`, a folder, None for the default store, or False to render without caching.
+    ``refresh=True`` re-renders and overwrites. Recipe options (``size``, ``steps``, ``seed``, ...) default to
+    the reference recipe (128 px, 512 steps, Adam 0.05).
+    """
+    if batch < 1:
+        raise BlocklensError(f"batch must be at least 1, got {batch}")
+    targets = _targets(model, layer_or_targets, units)
+    recipe = recipe_for(**recipe_overrides)
+    cache = store is not False
+    if cache and not isinstance(store, IconStore):
+        store = IconStore(store)
+    keys = [icon_key_for(model, t, recipe) for t in targets]
+    found: dict[str, Icon] = {}
+    if cache and not refresh:
+        for k in dict.fromkeys(keys):
+            icon = store.get(k)
+            if icon is not None:
+                found[k] = icon
+    missing = [(k, t) for k, t in dict(zip(keys, targets)).items() if k not in found]
+    for start in range(0, len(missing), batch):
+        chunk = missing[start:start + batch]
+        result = render(model, [t for _, t in chunk], same_init=True, progress=progress,
+                        desc=f"icons {start + len(chunk)}/{len(missing)}", **recipe)
+        dead = result.dead()
+        for i, (k, t) in enumerate(chunk):
+            meta = {"model": model.name, "fingerprint": model.fingerprint, "layer": t.layer, "unit": t.unit,
+                    "target": t.spec, "label": t.label, "recipe": recipe,
+                    "objective": float(result.final[i]), "objective_start": float(result.history[0, i]),
+                    "zero_grad_steps": int(result.zero_grad_steps[i]), "dead": bool(dead[i])}
+            pixels = result.uint8(i)
+            if cache:
+                store.put(k, pixels, meta)  # written as soon as its batch is done: nothing lost on failure
+            found[k] = Icon(pixels, dict(meta, key=k), k)
+    return [found[k] for k in keys]
