@@ -4,6 +4,8 @@
 >>> model = bl.load_model("efficientnet_lite0")
 >>> model.predict(bl.bundled_image("chelsea"), top=3)        # doctest: +SKIP
 """
+from .analyses.attribution import ChannelAttribution, SpatialAttribution, channel_attribution, spatial_attribution
+from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
 from .errors import BlocklensError
 from .iconcache import icons
 from .images import bundled_image, load_image
@@ -14,5 +16,6 @@ from .store import IconStore
 
 __version__ = "0.1.0"
 
-__all__ = ["BlocklensError", "IconStore", "Model", "bundled_image", "icons", "list_models", "load_image",
-           "load_model", "objectives", "render", "wrap"]
+__all__ = ["BlocklensError", "ChannelAttribution", "IconStore", "Model", "NeuronGroups", "SpatialAttribution",
+           "bundled_image", "channel_attribution", "group_attribution", "icons", "list_models", "load_image",
+           "load_model", "neuron_groups", "objectives", "render", "spatial_attribution", "wrap"]

@@ -197,11 +197,16 @@ class Probe:
 
     With ``grad=True`` the captured tensors stay in the autograd graph (compute an objective from them and
     differentiate), and ``probe.gradients[name]`` is filled by any backward pass that reaches them.
+
+    ``edit`` maps layer names to functions ``tensor -> tensor``: the layer's output is replaced by the function's
+    result, which is what is captured and what the rest of the forward pass sees (an intervention: scaling a
+    layer's activations along a path, zeroing channels, ...).
     """
 
     module: nn.Module
     layers: Sequence[LayerInfo]
     grad: bool = False
+    edit: dict[str, Any] = field(default_factory=dict)
     activations: dict[str, torch.Tensor] = field(default_factory=dict, init=False)
     gradients: dict[str, torch.Tensor] = field(default_factory=dict, init=False)
 
@@ -250,24 +255,20 @@ class Probe:
         def hook(_mod, _inp, out):
             call = self._counts[path]
             self._counts[path] += 1
-            replaced = None
+            elems = dict(_tensor_elements(out))
+            new: dict[int | None, torch.Tensor] = {}  # element -> what downstream sees instead
             for info in wanted:
                 if info.call != call:
                     continue
-                elems = dict(_tensor_elements(out))
                 key = info.index if info.index in elems else (None if None in elems else info.index)
                 if key not in elems:
                     raise BlocklensError(f"layer {info.name!r}: output has no tensor element {info.index}")
-                t = elems[key]
+                t = new.get(key, elems[key])
+                if info.name in self.edit:
+                    t = new[key] = self.edit[info.name](t)
                 if self.grad:
-                    # keep `t` in the graph, give downstream a copy so in-place ops cannot touch `t`
-                    if replaced is None:
-                        replaced = list(out) if key is not None else None
-                    copy = t.clone()
-                    if key is None:
-                        replaced = copy
-                    else:
-                        replaced[key] = copy
+                    # keep `t` in the graph untouched; downstream gets a copy, so in-place ops land on the copy
+                    new[key] = t.clone()
                     if t.requires_grad:
                         t.register_hook(self._grad_hook(info.name))
                     self.activations[info.name] = t
@@ -276,9 +277,16 @@ class Probe:
                 self._pending.discard(info.name)
             if self._stopping and not self._pending:
                 raise _StopForward
-            if isinstance(replaced, list) and isinstance(out, tuple):
-                replaced = type(out)(*replaced) if hasattr(out, "_fields") else tuple(replaced)
-            return replaced
+            if not new:
+                return None
+            if None in new:
+                return new[None]
+            items = list(out)
+            for k, v in new.items():
+                items[k] = v
+            if isinstance(out, tuple):
+                return type(out)(*items) if hasattr(out, "_fields") else tuple(items)
+            return items
         return hook
 
     def _grad_hook(self, name: str):

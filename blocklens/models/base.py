@@ -133,9 +133,14 @@ class Model:
     def layer(self, name: str | LayerInfo) -> LayerInfo:
         return self.layers.resolve(name)
 
-    def probe(self, layers: Iterable[str | LayerInfo], grad: bool = False) -> Probe:
-        """A :class:`~blocklens.probe.Probe` on ``layers`` (names resolved, errors name the valid ones)."""
-        return Probe(self.module, [self.layer(n) for n in layers], grad=grad)
+    def probe(self, layers: Iterable[str | LayerInfo], grad: bool = False, edit: dict | None = None) -> Probe:
+        """A :class:`~blocklens.probe.Probe` on ``layers`` (names resolved, errors name the valid ones);
+        ``edit`` maps some of those layers to functions that replace their output."""
+        infos = [self.layer(n) for n in layers]
+        edits = {self.layer(k).name: f for k, f in (edit or {}).items()}
+        missing = set(edits) - {i.name for i in infos}
+        infos += [self.layer(n) for n in missing]
+        return Probe(self.module, infos, grad=grad, edit=edits)
 
     def activations(self, x: torch.Tensor, layers: Iterable[str | LayerInfo] | str,
                     stop: bool = True) -> dict[str, torch.Tensor]:
