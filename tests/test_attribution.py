@@ -111,3 +111,14 @@ def test_bad_input(lite0):
         channel_attribution(lite0, img, "blocks.9", "malamute", method="ig")
     with pytest.raises(BlocklensError, match="one class or two"):
         channel_attribution(lite0, img, "blocks.9", ["malamute", "tabby", "espresso"])
+
+
+def test_class_gradients_batch_equals_one_by_one(lite0):
+    from blocklens.analyses.attribution import class_gradients
+
+    x = prepare(lite0, bl.bundled_image("dog")).x
+    act, grads, logits = class_gradients(lite0, x, "blocks.9", [249, 235, 3])
+    for k, c in enumerate([249, 235, 3]):
+        one = channel_attribution(lite0, x, "blocks.9", c)
+        assert np.allclose((act * grads[k]).sum((1, 2)).double().numpy(), one.values, atol=1e-5)
+        assert abs(float(logits[k]) - one.score) < 1e-4

@@ -139,6 +139,22 @@ def layer_gradients(model, x: torch.Tensor, layer: str, score_fn, method: str = 
     return LayerGradients(act, (total / steps).float(), score, base, steps)
 
 
+def class_gradients(model, x: torch.Tensor, layer: str, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                    torch.Tensor]:
+    """Linear attribution inputs for several classes at once: the activation ``A`` (C, ...), the gradients
+    ``G`` (K, C, ...) of each class's logit, and the logits (K,). One forward to the layer, the rest of the
+    network once on a batch of K copies of ``A``, one backward pass."""
+    name = model.layer(layer).name
+    with torch.no_grad(), model.probe([name]) as probe:
+        probe.run(x)
+    act = probe.activations[name][0]
+    copies = act.expand(len(classes), *act.shape).clone().requires_grad_(True)
+    out, _ = run_replaced(model, x, name, copies)
+    logits = out[torch.arange(len(classes)), torch.as_tensor(classes)]
+    (g,) = torch.autograd.grad(logits.sum(), copies)
+    return act, g, logits.detach()
+
+
 # -- channel attribution -----------------------------------------------------------------------------------------
 @dataclass
 class ChannelAttribution:
@@ -180,6 +196,16 @@ def _top(values: np.ndarray, k: int) -> tuple[list[tuple[int, float]], list[tupl
     return pos, neg
 
 
+def channel_result(model, layer: str, classes: list[int], method: str, product: torch.Tensor, score: float,
+                   baseline: float | None = None, gap: float | None = None, steps: int = 1,
+                   top: int = 8) -> ChannelAttribution:
+    """A :class:`ChannelAttribution` from the attribution product ``A * G`` (C, ...)."""
+    values = (product.flatten(1).sum(1) if product.dim() > 1 else product).double().cpu().numpy()
+    pos, neg = _top(values, top)
+    return ChannelAttribution(model.layer(layer).name, list(classes), [model.labels[i] for i in classes], method,
+                              steps, values, score, baseline, gap, pos, neg)
+
+
 def channel_attribution(model, image, layer: str, classes, *, method: str = "linear", steps: int = 50,
                         rule: str = "midpoint", tolerance: float | None = None, max_steps: int = 800,
                         top: int = 8, icons: bool = False, store=None, **icon_recipe) -> ChannelAttribution:
@@ -194,11 +220,7 @@ def channel_attribution(model, image, layer: str, classes, *, method: str = "lin
     lg = layer_gradients(model, prep.x, layer, score_fn, method, steps, rule)
     while method == "path" and tolerance is not None and lg.gap > tolerance and lg.steps * 2 <= max_steps:
         lg = layer_gradients(model, prep.x, layer, score_fn, method, lg.steps * 2, rule)
-    product = lg.product
-    values = (product.flatten(1).sum(1) if product.dim() > 1 else product).double().cpu().numpy()
-    pos, neg = _top(values, top)
-    result = ChannelAttribution(model.layer(layer).name, idx, [model.labels[i] for i in idx], method, lg.steps,
-                                values, lg.score, lg.baseline, lg.gap, pos, neg)
+    result = channel_result(model, layer, idx, method, lg.product, lg.score, lg.baseline, lg.gap, lg.steps, top)
     if icons:
         from ..iconcache import icons as get_icons
 
