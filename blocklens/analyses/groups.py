@@ -194,7 +194,7 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
       ``size``, ``steps``, ``lr``, ... and ``batch``, ``progress``, ``refresh``). ``seed`` is the NMF's; icons
       use the recipe's seed.
 
-    One forward pass, one backward pass per class (down to ``layer`` only), NMF with scikit-learn.
+    One forward pass, one backward pass per class (down to ``layer`` only), NMF from :mod:`.factorize`.
     """
     info = spatial_layer(model, layer, "neuron_groups")
     n_groups = _check_groups(n_groups, info)
