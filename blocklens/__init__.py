@@ -5,8 +5,10 @@
 >>> model.predict(bl.bundled_image("chelsea"), top=3)        # doctest: +SKIP
 """
 from .analyses.attribution import ChannelAttribution, SpatialAttribution, channel_attribution, spatial_attribution
+from .analyses.dictionary import SemanticDictionary, semantic_dictionary
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
 from .errors import BlocklensError
+from .explain import Explanation, explain
 from .iconcache import icons
 from .images import bundled_image, load_image
 from .models import Model, list_models, load_model, wrap
@@ -16,6 +18,7 @@ from .store import IconStore
 
 __version__ = "0.1.0"
 
-__all__ = ["BlocklensError", "ChannelAttribution", "IconStore", "Model", "NeuronGroups", "SpatialAttribution",
-           "bundled_image", "channel_attribution", "group_attribution", "icons", "list_models", "load_image",
-           "load_model", "neuron_groups", "objectives", "render", "spatial_attribution", "wrap"]
+__all__ = ["BlocklensError", "ChannelAttribution", "Explanation", "IconStore", "Model", "NeuronGroups",
+           "SemanticDictionary", "SpatialAttribution", "bundled_image", "channel_attribution", "explain",
+           "group_attribution", "icons", "list_models", "load_image", "load_model", "neuron_groups", "objectives",
+           "render", "semantic_dictionary", "spatial_attribution", "wrap"]

@@ -141,15 +141,18 @@ def _image_sha(x) -> str:
 
 def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = None, classes: Sequence | None = None,
             *, top: int = 5, n_groups: int = 6, grids: bool = True, icons: bool = True, preset: str = "default",
+            icon_recipe: dict | None = None, grid_recipe: dict | None = None,
             store: IconStore | str | None | bool = None, progress: bool | None = None) -> Explanation:
     """Every building block for ``image``. ``model``: a Model or a zoo name; ``layers``: spatial layers (default:
     two per model, :func:`default_layers`); ``classes``: the classes to explain (default: the top ``top``
-    predictions), the first two form the contrasted pair."""
+    predictions), the first two form the contrasted pair. ``preset`` sets the icon and grid recipes;
+    ``icon_recipe`` / ``grid_recipe`` override single settings of it."""
     from .models import Model, load_model
 
     if preset not in PRESETS:
         raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    recipe = PRESETS[preset]
+    recipe = {"icons": {**PRESETS[preset]["icons"], **(icon_recipe or {})},
+              "grid": {**PRESETS[preset]["grid"], **(grid_recipe or {})}}
     model = model if isinstance(model, Model) else load_model(model)
     if store is not False and not isinstance(store, IconStore):
         store = IconStore(store)
