@@ -6,6 +6,7 @@
 """
 from .analyses.attribution import ChannelAttribution, SpatialAttribution, channel_attribution, spatial_attribution
 from .analyses.dictionary import SemanticDictionary, semantic_dictionary
+from .analyses.grid import ActivationGrid, activation_grid
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
 from .errors import BlocklensError
 from .explain import Explanation, explain
@@ -18,7 +19,8 @@ from .store import IconStore
 
 __version__ = "0.1.0"
 
-__all__ = ["BlocklensError", "ChannelAttribution", "Explanation", "IconStore", "Model", "NeuronGroups",
-           "SemanticDictionary", "SpatialAttribution", "bundled_image", "channel_attribution", "explain",
-           "group_attribution", "icons", "list_models", "load_image", "load_model", "neuron_groups", "objectives",
-           "render", "semantic_dictionary", "spatial_attribution", "wrap"]
+__all__ = ["ActivationGrid", "BlocklensError", "ChannelAttribution", "Explanation", "IconStore", "Model",
+           "NeuronGroups", "SemanticDictionary", "SpatialAttribution", "activation_grid", "bundled_image",
+           "channel_attribution", "explain", "group_attribution", "icons", "list_models", "load_image",
+           "load_model", "neuron_groups", "objectives", "render", "semantic_dictionary", "spatial_attribution",
+           "wrap"]

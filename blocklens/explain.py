@@ -74,7 +74,8 @@ class LayerExplanation:
             "pair": self.pair.to_json(),
             "spatial": {str(c): to_jsonable(s.maps) for c, s in self.spatial.items()},
             "groups": self.groups.to_json(),
-            "grid": self.grid.to_json() if self.grid is not None else None,
+            "grid": (dict(self.grid.to_json(image=False), file=f"grid_{self.layer}.png")
+                     if self.grid is not None else None),
         }
 
 
