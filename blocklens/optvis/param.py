@@ -128,7 +128,28 @@ def spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> torch.Tensor:
     return (freqs.pow(-decay_power) * math.sqrt(h * w)).to(torch.float32)
 
 
-class FourierImage(nn.Module):
+class _ImageParam(nn.Module):
+    """What every image parameterization shares: batch, size, channels (+ alpha), init scale, decorrelation."""
+
+    def __init__(self, batch: int, size: int | tuple[int, int], channels: int, alpha: bool, sd: float,
+                 decorrelate: bool):
+        super().__init__()
+        if decorrelate and channels != 3:
+            raise ValueError(f"decorrelate=True needs channels=3, got {channels}")
+        self.batch = batch
+        self.size = _as_hw(size)
+        self.channels = channels + int(alpha)
+        self.alpha = alpha
+        self.sd = sd
+        self.decorrelate = decorrelate
+
+    def extra_repr(self) -> str:
+        h, w = self.size
+        return (f"batch={self.batch}, size=({h}, {w}), channels={self.channels}, alpha={self.alpha}, "
+                f"sd={self.sd}, decorrelate={self.decorrelate}")
+
+
+class FourierImage(_ImageParam):
     """An image batch parameterized by its (scaled) 2-D real FFT coefficients.
 
     Parameter ``spectrum``: (B, C, H, W // 2 + 1, 2), the real and imaginary parts, initialized N(0, sd).
@@ -166,16 +187,8 @@ class FourierImage(nn.Module):
         generator: torch.Generator | None = None,
         seeds: Sequence[int] | None = None,
     ):
-        super().__init__()
-        if decorrelate and channels != 3:
-            raise ValueError(f"decorrelate=True needs channels=3, got {channels}")
-        self.batch = batch
-        self.size = _as_hw(size)
-        self.channels = channels + int(alpha)
-        self.alpha = alpha
-        self.sd = sd
+        super().__init__(batch, size, channels, alpha, sd, decorrelate)
         self.decay_power = decay_power
-        self.decorrelate = decorrelate
         h, w = self.size
         shape = (batch, self.channels, h, w // 2 + 1, 2)
         self.spectrum = nn.Parameter(_init_normal(shape, sd, seed, generator, seeds))
@@ -188,14 +201,10 @@ class FourierImage(nn.Module):
         return to_valid_rgb(t, self.decorrelate)
 
     def extra_repr(self) -> str:
-        h, w = self.size
-        return (
-            f"batch={self.batch}, size=({h}, {w}), channels={self.channels}, alpha={self.alpha}, "
-            f"sd={self.sd}, decay_power={self.decay_power}, decorrelate={self.decorrelate}"
-        )
+        return f"{super().extra_repr()}, decay_power={self.decay_power}"
 
 
-class PixelImage(nn.Module):
+class PixelImage(_ImageParam):
     """An image batch parameterized directly by its (pre-sigmoid, decorrelated-colour) pixels.
 
     Parameter ``pixels``: (B, C, H, W), initialized N(0, sd).
@@ -216,28 +225,13 @@ class PixelImage(nn.Module):
         generator: torch.Generator | None = None,
         seeds: Sequence[int] | None = None,
     ):
-        super().__init__()
-        if decorrelate and channels != 3:
-            raise ValueError(f"decorrelate=True needs channels=3, got {channels}")
-        self.batch = batch
-        self.size = _as_hw(size)
-        self.channels = channels + int(alpha)
-        self.alpha = alpha
-        self.sd = sd
-        self.decorrelate = decorrelate
+        super().__init__(batch, size, channels, alpha, sd, decorrelate)
         shape = (batch, self.channels, *self.size)
         self.pixels = nn.Parameter(_init_normal(shape, sd, seed, generator, seeds))
 
     def forward(self) -> torch.Tensor:
         """Returns the image batch, (B, C, H, W) in (0, 1)."""
         return to_valid_rgb(self.pixels, self.decorrelate)
-
-    def extra_repr(self) -> str:
-        h, w = self.size
-        return (
-            f"batch={self.batch}, size=({h}, {w}), channels={self.channels}, alpha={self.alpha}, "
-            f"sd={self.sd}, decorrelate={self.decorrelate}"
-        )
 
 
 def image(
