@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from PIL import Image
 
 from .analyses.attribution import (ChannelAttribution, SpatialAttribution, channel_result, class_gradients,

@@ -122,3 +122,11 @@ def test_class_gradients_batch_equals_one_by_one(lite0):
         one = channel_attribution(lite0, x, "blocks.9", c)
         assert np.allclose((act * grads[k]).sum((1, 2)).double().numpy(), one.values, atol=1e-5)
         assert abs(float(logits[k]) - one.score) < 1e-4
+
+
+def test_icons_for_the_top_channels(lite0, tmp_path):
+    r = channel_attribution(lite0, bl.bundled_image("dog"), "blocks.11", "malamute", top=2, icons=True,
+                            store=tmp_path, size=32, steps=2, progress=False)
+    assert set(r.icons) == {c for c, _ in r.positive + r.negative}
+    assert all(i.meta["layer"] == "blocks.11" for i in r.icons.values())
+    assert set(r.to_json()["icons"]) == {str(c) for c in r.icons}

@@ -10,7 +10,6 @@ from torch import nn
 
 import blocklens as bl
 from blocklens.errors import BlocklensError, UnknownNameError
-from blocklens.probe import Probe
 
 
 class Block(nn.Module):

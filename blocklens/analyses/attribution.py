@@ -224,7 +224,7 @@ def channel_attribution(model, image, layer: str, classes, *, method: str = "lin
     if icons:
         from ..iconcache import icons as get_icons
 
-        chans = [c for c, _ in pos + neg]
+        chans = [c for c, _ in result.positive + result.negative]
         result.icons = dict(zip(chans, get_icons(model, result.layer, chans, store=store, **icon_recipe)))
     return result
 
