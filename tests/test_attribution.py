@@ -57,12 +57,12 @@ def test_path_completeness_one_image(lite0):
     assert r.steps >= 50
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("image, cls", [("chelsea", "tiger cat"), ("dog", "malamute"), ("collies", "Border collie")])
 @pytest.mark.parametrize("layer", ["blocks.5", "blocks.11"])
 def test_path_completeness_three_images_two_layers(lite0, image, cls, layer):
     r = channel_attribution(lite0, bl.bundled_image(image), layer, cls, method="path", tolerance=0.01)
     assert abs(r.values.sum() - (r.score - r.baseline)) <= 0.01 * abs(r.score - r.baseline)
+    assert r.gap < 0.01
 
 
 def test_class_pair_and_top_channels(lite0):
