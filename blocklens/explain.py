@@ -161,11 +161,11 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     prep = prepare(model, image)
     names = [spatial_layer(model, l, "explain").name for l in (layers or default_layers(model))]
     names = sorted(dict.fromkeys(names), key=lambda n: model.layer(n).order)
-    preds = model.predict(prep.x, top=max(top, 2))
-    cls = [model.class_index(c) for c in classes] if classes else [p.index for p in preds[:top]]
+    ranked = model.predict(prep.x, top=len(model.labels))  # every class, most probable first: one forward
+    cls = [model.class_index(c) for c in classes] if classes else [p.index for p in ranked[:top]]
     if len(cls) < 2:
         raise BlocklensError("explain needs at least two classes (the first two are contrasted)")
-    probs = {p.index: p.prob for p in model.predict(prep.x, top=len(model.labels))}
+    probs = {p.index: p.prob for p in ranked}
     predictions = [{"index": c, "label": model.labels[c], "prob": probs[c]} for c in cls]
     times["predict"] = time.perf_counter() - t0
 

@@ -45,6 +45,7 @@ import torch
 from ..errors import BlocklensError
 from ..probe import LayerInfo
 from . import factorize
+from .attribution import class_gradients
 from .colors import blend, group_colors
 from .common import class_indices, prepare, spatial_layer, to_jsonable
 
@@ -194,32 +195,23 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
       ``size``, ``steps``, ``lr``, ... and ``batch``, ``progress``, ``refresh``). ``seed`` is the NMF's; icons
       use the recipe's seed.
 
-    One forward pass, one backward pass per class (down to ``layer`` only), NMF from :mod:`.factorize`.
+    The class gradients come from :func:`~.attribution.class_gradients` (every class in one batched pass after
+    ``layer``), the factorization from :mod:`.factorize`.
     """
     info = spatial_layer(model, layer, "neuron_groups")
     n_groups = _check_groups(n_groups, info)
     if icon_recipe and not icons:
         raise BlocklensError(f"icon recipe options ({', '.join(sorted(icon_recipe))}) given without icons=True")
-    x = _grad_input(prepare(model, image).x)
-    idx = None if classes is None else class_indices(model, classes)
-    if idx is None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1):
+    x = prepare(model, image).x
+    if classes is not None:
+        idx = class_indices(model, classes)
+    elif isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise BlocklensError(f"top must be a positive integer, got {top!r}")
-
-    with model.probe([info], grad=True) as probe:
-        logits = probe.run(x, stop=False)
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise BlocklensError(f"neuron_groups needs a model whose output is logits of shape (1, classes); "
-                                 f"got {shape}")
-        if idx is None:
-            idx = [int(i) for i in logits[0].detach().topk(min(int(top), logits.shape[1])).indices]
-        act = probe.activations[info.name]                      # (1, C, H, W), in the graph
-        onehots = torch.zeros((len(idx),) + tuple(logits.shape), dtype=logits.dtype, device=logits.device)
-        for j, i in enumerate(idx):
-            onehots[j, 0, i] = 1.0
-        grads = _grads(logits, act, onehots)[:, 0]      # (n, C, H, W)
-    a = act.detach()[0].double().cpu().numpy()                   # (C, H, W)
-    g = grads.detach().double().cpu().numpy()
+    else:
+        idx = [p.index for p in model.predict(x, top=int(top))]
+    act, grads, logits = class_gradients(model, x, info.name, idx)  # (C, H, W), (n, C, H, W), (n,)
+    a = act.double().cpu().numpy()
+    g = grads.double().cpu().numpy()
 
     try:
         f = factorize.nmf(a.astype(np.float32), n_groups, seed=seed)
@@ -236,7 +228,7 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
         signed=f.signed, relative_error=float(f.relative_error), peak=peak, colors=colors,
         cell_colors=blend(spatial, colors), classes=idx, labels=[model.labels[i] for i in idx],
         attribution=attribution, residual=np.einsum("chw,nchw->n", residual, g),
-        whole=np.einsum("chw,nchw->n", a, g), logits=logits.detach()[0, idx].double().cpu().numpy(),
+        whole=np.einsum("chw,nchw->n", a, g), logits=logits.double().cpu().numpy(),
     )
     if icons:
         from ..iconcache import icons as fetch_icons
