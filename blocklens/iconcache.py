@@ -7,7 +7,7 @@ time with ``same_init=True``: an icon is the same image whichever batch it was r
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -50,12 +50,14 @@ def icon_key_for(model, target: Target, recipe: dict) -> str:
 
 def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None, *,
           store: IconStore | str | None | bool = None, batch: int = 8, progress: bool | None = None,
-          refresh: bool = False, **recipe_overrides) -> list[Icon]:
+          refresh: bool = False, on_batch: Callable[[int, int], None] | None = None,
+          **recipe_overrides) -> list[Icon]:
     """Icons for ``units`` of ``layer`` (channels as ints, neurons as ``"C@X,Y"``, classes when the layer is
     ``"logit"``), or for a list of targets when ``units`` is None.
 
     ``store``: an :class:`IconStore`, a folder, None for the default store, or False to render without caching.
-    ``refresh=True`` re-renders and overwrites. Recipe options (``size``, ``steps``, ``seed``, ...) default to
+    ``refresh=True`` re-renders and overwrites. ``on_batch(done, total)`` is called before the first render and
+    after each batch (``total`` counts only the icons that had to be rendered), for progress in other front ends. Recipe options (``size``, ``steps``, ``seed``, ...) default to
     the reference recipe (128 px, 512 steps, Adam 0.05).
     """
     if batch < 1:
@@ -73,6 +75,8 @@ def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None
             if icon is not None:
                 found[k] = icon
     missing = [(k, t) for k, t in dict(zip(keys, targets)).items() if k not in found]
+    if on_batch is not None:
+        on_batch(0, len(missing))
     for start in range(0, len(missing), batch):
         chunk = missing[start:start + batch]
         result = render(model, [t for _, t in chunk], same_init=True, progress=progress,
@@ -87,4 +91,6 @@ def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None
             if cache:
                 store.put(k, pixels, meta)  # written as soon as its batch is done: nothing lost on failure
             found[k] = Icon(pixels, dict(meta, key=k), k)
+        if on_batch is not None:
+            on_batch(start + len(chunk), len(missing))
     return [found[k] for k in keys]
