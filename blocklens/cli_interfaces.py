@@ -1,6 +1,142 @@
-"""Command line for the interfaces: ``explain`` (HTML report) and ``serve`` (local web app)."""
+"""Command line for the interfaces: ``explain`` (the self-contained HTML report) and ``serve`` (the web app)."""
 from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import BlocklensError
+
+EXPLAIN_EPILOG = """\
+examples:
+  blocklens explain dog                          a bundled photo, quick preset, writes dog.blocklens.html
+  blocklens explain cat.jpg --out cat.html --classes "tiger cat,tabby"
+  blocklens explain dog --layers blocks.5,blocks.9,blocks.13 --preset default   reference icons (slow on a CPU)
+  blocklens explain dog --json                   the numbers as JSON on stdout (and the report)
+"""
+
+SERVE_EPILOG = """\
+examples:
+  blocklens serve                                http://127.0.0.1:8000, quick icons
+  blocklens serve --port 8765 --preset default --store /data/icons
+"""
 
 
 def add_commands(sub, add_model) -> None:
-    """Add this module's subcommands to the ``blocklens`` parser's ``sub``; ``add_model(p)`` adds ``--model``."""
+    """Add ``explain`` and ``serve`` to the ``blocklens`` parser's ``sub``; ``add_model(p)`` adds ``--model``."""
+    from .explain import PRESETS
+
+    p = sub.add_parser(
+        "explain", help="every building block for one image, as a self-contained HTML report",
+        description="Explain one image: top classes, the channels that decide between two of them, the semantic "
+                    "dictionary, activation grids, spatial attribution and neuron groups, in one HTML file with "
+                    "data and pictures inline (opens from file://, needs no network). IMAGE is a path or a "
+                    "bundled photo (chelsea, coffee, dog, collies, giraffe, multiple_dogs). Icons come from the "
+                    "icon store and are rendered only where missing: a second run is seconds.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXPLAIN_EPILOG)
+    p.add_argument("image", metavar="IMAGE")
+    add_model(p)
+    p.add_argument("--layers", "-l", metavar="L1,L2", help="spatial layers, comma-separated, in any order "
+                   "(default: two per model; 'blocklens layers' lists them)")
+    p.add_argument("--classes", "-c", metavar="A,B", help="classes to explain (names or indices, comma-separated); "
+                   "the first two are contrasted (default: the top 5 predictions)")
+    p.add_argument("--out", "-o", metavar="FILE.html", help="where to write the report (default IMAGE_NAME.blocklens.html)")
+    p.add_argument("--preset", choices=list(PRESETS), default="quick",
+                   help="icon quality: quick (64 px, 64 steps; a few minutes cold on a CPU) or default "
+                        "(the reference 128 px, 512 steps; for a GPU or a precomputed store). Default quick")
+    p.add_argument("--groups", type=int, default=6, metavar="K", help="neuron groups shown first (default 6)")
+    p.add_argument("--store", metavar="DIR", help="icon store (default $BLOCKLENS_CACHE or ~/.cache/blocklens)")
+    p.add_argument("--folder", metavar="DIR", help="also write explanation.json, image.png and icons/*.png here")
+    p.add_argument("--json", action="store_true", help="print the explanation's numbers as JSON on stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser(
+        "serve", help="the local web app",
+        description="Serve the interactive views on this computer: pick a model and layers, choose a bundled "
+                    "photo or upload one; every hover is answered in the page. Icons not yet in the store are "
+                    "rendered in the background with progress. Binds 127.0.0.1 unless --host says otherwise.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SERVE_EPILOG)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this computer only; "
+                   "0.0.0.0 exposes the app to your network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--preset", choices=list(PRESETS), default="quick", help="icon quality (default quick)")
+    p.add_argument("--store", metavar="DIR", help="icon store (default $BLOCKLENS_CACHE or ~/.cache/blocklens)")
+    p.add_argument("--max-upload-mb", type=int, default=16, metavar="MB", help="upload size cap (default 16)")
+    p.set_defaults(func=cmd_serve)
+
+
+def _split(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def default_out(image: str) -> Path:
+    return Path(f"{Path(image).stem or 'image'}.blocklens.html")
+
+
+def cmd_explain(args) -> int:
+    import time
+
+    from .explain import explain
+    from .images import bundled_images, load_image
+    from .models import load_model
+
+    source = args.image
+    path = Path(source)
+    if not path.exists() and source in bundled_images():
+        path = bundled_images()[source]
+    elif not path.exists():
+        raise BlocklensError(f"no file {source!r}, and it is not a bundled photo "
+                             f"({', '.join(bundled_images())})")
+    image = load_image(path)
+    out = Path(args.out) if args.out else default_out(source)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise BlocklensError(f"--out {str(out)!r}: the report is HTML; give a name ending in .html")
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    progress = False if args.quiet else None
+    if not args.quiet:
+        print(f"explaining {path.name} with {model.name} ({args.preset} preset); icons come from the store "
+              "or are rendered now", file=sys.stderr)
+    result = explain(image, model=model, layers=_split(args.layers), classes=_split(args.classes),
+                     n_groups=args.groups, preset=args.preset, store=args.store, progress=progress)
+    result.save_html(out)
+    if args.folder:
+        result.save(args.folder)
+    elapsed = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        for p in result.predictions[:5]:
+            print(f"{p['prob']:6.1%}  {p['label']}")
+        rendered = result.timings.get("icons", 0) + result.timings.get("grids", 0)
+        print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB, {len(result.icons)} icons, layers "
+              f"{', '.join(l.layer for l in result.layers)}) in {elapsed:.1f} s"
+              f" ({rendered:.1f} s of it rendering pictures)")
+        print(f"open it in a browser: file://{out.resolve()}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .web.server import serve
+
+    if not 0 < args.port < 65536:
+        raise BlocklensError(f"--port {args.port} is not a port number (1-65535)")
+    if args.max_upload_mb < 1:
+        raise BlocklensError(f"--max-upload-mb must be at least 1, got {args.max_upload_mb}")
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise BlocklensError(f"the web app needs {e.name}: pip install 'blocklens[app]'") from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"blocklens: warning: serving on {args.host}: anyone who can reach this address can use the app",
+              file=sys.stderr)
+    print(f"blocklens: open http://{'127.0.0.1' if args.host == '0.0.0.0' else args.host}:{args.port}/ "
+          "(Ctrl-C stops)", file=sys.stderr)
+    serve(host=args.host, port=args.port, store=args.store, preset=args.preset,
+          max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+    return 0

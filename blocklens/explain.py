@@ -8,11 +8,17 @@ For an image, a model and a few layers, :func:`explain` computes
   pair; spatial attribution maps to each top class; neuron groups with their attribution to the top classes;
   optionally the activation grid;
 - between consecutive layers: layer-to-layer spatial attribution and group-to-group flows;
+- neuron groups for several group counts (the interfaces' slider), with group-to-group flows for each;
 - the icons of every channel and group direction shown, through the icon store.
 
+Numbers and pictures are separate steps: ``explain(..., icons=False, grids=False)`` takes seconds and already
+knows the store key of every icon it will show (``icon_index``); :func:`finish` renders what the store lacks.
+``icons="cached"`` / ``grids="cached"`` take only what the store already has.
+
 ``Explanation.to_json()`` is plain JSON with icons referred to by store key; ``save(folder)`` writes it with the
-picture and every icon as PNG files. Presets set the icon recipe: ``"default"`` is the reference (128 px,
-512 steps), ``"quick"`` a small one for a first look on a CPU.
+picture and every icon as PNG files; ``to_html()`` / ``save_html()`` give the self-contained report, and in a
+notebook the explanation shows itself with the same views. Presets set the icon recipe: ``"default"`` is the
+reference (128 px, 512 steps), ``"quick"`` a small one for a first look on a CPU.
 """
 from __future__ import annotations
 
@@ -35,9 +41,10 @@ from .iconcache import icons as get_icons
 from .store import Icon, IconStore
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"icons": dict(size=128, steps=512), "grid": dict(cell=48, steps=256)},
-    "quick": {"icons": dict(size=64, steps=64), "grid": dict(cell=40, steps=48)},
+    "default": {"icons": dict(size=128, steps=512), "grid": dict(cell=48, steps=256), "group_counts": (2, 3, 4, 5, 6, 7, 8)},
+    "quick": {"icons": dict(size=64, steps=64), "grid": dict(cell=40, steps=48), "group_counts": (3, 4, 5, 6)},
 }
+PAIR_TOP = 8  # channels shown on each side of a class pair: every ordered pair's top channels get icons
 DEFAULT_LAYERS = {"efficientnet_lite0": ["blocks.7", "blocks.11"], "efficientnet_lite1": ["blocks.10", "blocks.16"],
                   "efficientnet_lite2": ["blocks.10", "blocks.16"]}
 
@@ -62,8 +69,24 @@ class LayerExplanation:
     attribution: dict[int, ChannelAttribution]  # per top class
     pair: ChannelAttribution
     spatial: dict[int, SpatialAttribution]  # per top class
-    groups: NeuronGroups
+    groups: NeuronGroups  # the default group count
+    activations: Any = None  # (C, H, W) float32 numpy
+    group_options: dict[int, NeuronGroups] = field(default_factory=dict)  # every group count on the slider
     grid: Any | None = None
+    grid_key: str | None = None
+
+    def shown_channels(self, pair_top: int = PAIR_TOP) -> list[int]:
+        """Every channel a view can show: the dictionary's, and the top channels on both sides of every pair
+        of the explained classes (the interfaces switch pairs without a round trip)."""
+        wanted = list(self.dictionary.used_channels)
+        rows = {c: a.values for c, a in self.attribution.items()}
+        for a in rows:
+            for b in rows:
+                if a != b:
+                    wanted += [int(i) for i in (rows[a] - rows[b]).argsort()[::-1][:pair_top]]
+        for a in [*self.attribution.values(), self.pair]:
+            wanted += [c for c, _ in a.positive + a.negative]
+        return list(dict.fromkeys(wanted))
 
     def to_json(self) -> dict:
         return {
@@ -94,6 +117,33 @@ class Explanation:
     icons: dict[str, Icon] = field(default_factory=dict)
     preset: str = "default"
     timings: dict[str, float] = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)  # {"icons": ..., "grid": ...} as used
+    icon_index: dict = field(default_factory=dict)  # layer -> {"channels": {c: key}, "groups": {k: [key]}}
+    n_groups: int = 6
+
+    @property
+    def missing(self) -> list[str]:
+        """Store keys of icons and grids the views show but this explanation does not hold yet."""
+        keys = [k for idx in self.icon_index.values() for k in idx["channels"].values()]
+        keys += [k for idx in self.icon_index.values() for ks in idx["groups"].values() for k in ks]
+        keys = [k for k in dict.fromkeys(keys) if k not in self.icons]
+        return keys + [l.grid_key for l in self.layers if l.grid is None and l.grid_key]
+
+    def to_html(self, **kw) -> str:
+        """The self-contained HTML report (data and pictures inline; works from file:// with no network)."""
+        from .web.report import report_html
+
+        return report_html(self, **kw)
+
+    def save_html(self, path: str | Path, **kw) -> Path:
+        from .web.report import save_report
+
+        return save_report(self, path, **kw)
+
+    def _repr_html_(self) -> str:
+        from .web.notebook import notebook_html
+
+        return notebook_html(self)
 
     def __repr__(self) -> str:
         top = self.predictions[0]
@@ -140,7 +190,8 @@ def _image_sha(x) -> str:
 
 
 def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = None, classes: Sequence | None = None,
-            *, top: int = 5, n_groups: int = 6, grids: bool = True, icons: bool = True, preset: str = "default",
+            *, top: int = 5, n_groups: int = 6, group_counts: Sequence[int] | None = None,
+            grids: bool | str = True, icons: bool | str = True, preset: str = "default",
             icon_recipe: dict | None = None, grid_recipe: dict | None = None,
             store: IconStore | str | None | bool = None, progress: bool | None = None) -> Explanation:
     """Every building block for ``image``. ``model``: a Model or a zoo name; ``layers``: spatial layers (default:
@@ -151,8 +202,14 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
 
     if preset not in PRESETS:
         raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    for what, v in (("icons", icons), ("grids", grids)):
+        if v not in (True, False, "cached"):
+            raise BlocklensError(f"{what} must be True, False or 'cached', got {v!r}")
     recipe = {"icons": {**PRESETS[preset]["icons"], **(icon_recipe or {})},
               "grid": {**PRESETS[preset]["grid"], **(grid_recipe or {})}}
+    counts = sorted({int(k) for k in (group_counts or PRESETS[preset]["group_counts"])} | {int(n_groups)})
+    if counts[0] < 1:
+        raise BlocklensError(f"group counts must be positive integers, got {counts}")
     model = model if isinstance(model, Model) else load_model(model)
     if store is not False and not isinstance(store, IconStore):
         store = IconStore(store)
@@ -170,6 +227,7 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     times["predict"] = time.perf_counter() - t0
 
     layer_results = []
+    acts = model.activations(prep.x, names)
     for name in names:
         t = time.perf_counter()
         dictionary = semantic_dictionary(model, prep, name)
@@ -182,70 +240,142 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
         spatial = {c: SpatialAttribution(name, model.labels[c], "class", "linear",
                                          products[k].sum(0).double().cpu().numpy(), 1, [c])
                    for k, c in enumerate(cls)}
-        groups = neuron_groups(model, prep, name, n_groups=min(n_groups, model.layer(name).channels), classes=cls)
+        channels = model.layer(name).channels
+        options = {k: neuron_groups(model, prep, name, n_groups=k, classes=cls) for k in counts if k <= channels}
+        groups = options.get(n_groups) or options[max(options)]
         layer_results.append(LayerExplanation(name, model.layer(name).shape, dictionary, per_class, pair, spatial,
-                                              groups))
+                                              groups, acts[name][0].float().numpy(), options))
         times[f"analyses {name}"] = time.perf_counter() - t
 
     flows = []
     for a, b in zip(layer_results, layer_results[1:]):
         t = time.perf_counter()
         l2l = spatial_attribution(model, prep, a.layer, b.layer)
+        by_k = {k: group_attribution(model, prep, a.group_options[k], b.group_options[k])
+                for k in a.group_options if k in b.group_options}
         flows.append({"from": a.layer, "to": b.layer, "spatial_scale": l2l.scale, "spatial": l2l.maps,
-                      "groups": group_attribution(model, prep, a.groups, b.groups)})
+                      "groups": group_attribution(model, prep, a.groups, b.groups), "groups_by_k": by_k})
         times[f"flow {a.layer}->{b.layer}"] = time.perf_counter() - t
 
     result = Explanation(model.name, model.fingerprint, _image_sha(prep.x), prep.crop, predictions, cls,
-                         (cls[0], cls[1]), layer_results, flows, preset=preset)
-    if icons:
-        t = time.perf_counter()
-        _attach_icons(model, result, store, recipe["icons"], progress)
-        times["icons"] = time.perf_counter() - t
-    if grids:
-        t = time.perf_counter()
-        for lr in layer_results:
-            lr.grid = cached_grid(model, prep, lr.layer, store, progress=progress, **recipe["grid"])
-        times["grids"] = time.perf_counter() - t
+                         (cls[0], cls[1]), layer_results, flows, preset=preset, recipe=recipe,
+                         n_groups=groups.n_groups)
+    _plan(model, result)
+    times["analyses"] = time.perf_counter() - t0
+    finish(model, result, store, progress=progress, icons=icons, grids=grids, prep=prep)
+    times.update(result.timings)
     times["total"] = time.perf_counter() - t0
     result.timings = times
     return result
 
 
-def _attach_icons(model, result: Explanation, store, recipe: dict, progress) -> None:
-    """Icons for every channel the views show (dictionary entries, top attributed channels) and every group
-    direction, one store lookup each and batched renders for what is missing."""
+def _plan(model, result: Explanation) -> None:
+    """The store key of every icon the views show: channels of each layer (:meth:`LayerExplanation.shown_channels`)
+    and the direction of every group at every group count; and each layer's grid key."""
+    from .iconcache import icon_key_for, recipe_for
     from .optvis.targets import channel_target, direction_target
 
+    recipe = recipe_for(**result.recipe["icons"])
     for lr in result.layers:
-        wanted = list(lr.dictionary.used_channels)
+        channels = {c: icon_key_for(model, channel_target(model, lr.layer, c), recipe) for c in lr.shown_channels()}
+        groups = {k: [icon_key_for(model, direction_target(model, lr.layer, v), recipe) for v in g.channel]
+                  for k, g in lr.group_options.items()}
+        result.icon_index[lr.layer] = {"channels": channels, "groups": groups}
+        lr.grid_key = grid_key(model, result.image_sha, lr.layer, result.recipe["grid"])
+
+
+def _targets(model, result: Explanation) -> list:
+    from .optvis.targets import channel_target, direction_target
+
+    out = []
+    for lr in result.layers:
+        out += [channel_target(model, lr.layer, c) for c in result.icon_index[lr.layer]["channels"]]
+        for k, g in lr.group_options.items():
+            out += [direction_target(model, lr.layer, v) for v in g.channel]
+    return out
+
+
+def finish(model, result: Explanation, store=None, *, progress: bool | None = None, icons: bool | str = True,
+           grids: bool | str = True, prep=None, on_progress=None) -> Explanation:
+    """Fill in the pictures of an explanation: icons (``icons=True`` renders what the store lacks, ``"cached"``
+    takes only what is there) and activation grids (the same for ``grids``). ``on_progress(stage, done, total)``
+    reports each rendered batch (stage ``"icons"`` or ``"grid <layer>"``). Returns ``result``."""
+    if store is not False and not isinstance(store, IconStore):
+        store = IconStore(store)
+    times = {}
+    if icons:
+        t = time.perf_counter()
+        targets = _targets(model, result)
+        if icons == "cached":
+            got = {} if store is False else {k: i for k in dict.fromkeys(result.missing) if (i := store.get(k))}
+        else:
+            cb = (lambda done, total: on_progress("icons", done, total)) if on_progress else None
+            got = {i.key: i for i in get_icons(model, targets, store=store, progress=progress, on_batch=cb,
+                                               **result.recipe["icons"])}
+        result.icons.update(got)
+        _attach(result)
+        times["icons"] = time.perf_counter() - t
+    if grids:
+        t = time.perf_counter()
+        for lr in result.layers:
+            if lr.grid is not None:
+                continue
+            if grids == "cached":
+                lr.grid = _stored_grid(store, lr.grid_key) if store is not False else None
+                continue
+            if prep is None:
+                raise BlocklensError("finish(grids=True) needs the prepared image (prep=) to render a grid")
+            cb = None
+            if on_progress:
+                def cb(done, total, _layer=lr.layer):
+                    on_progress(f"grid {_layer}", done, total)
+            lr.grid = cached_grid(model, prep, lr.layer, store, progress=progress, on_batch=cb,
+                                  **result.recipe["grid"])
+        times["grids"] = time.perf_counter() - t
+    result.timings.update(times)
+    return result
+
+
+def _attach(result: Explanation) -> None:
+    """Hand the icons held to the block results (dictionary, attribution, groups) that show them."""
+    for lr in result.layers:
+        idx = result.icon_index[lr.layer]
+        by_channel = {c: result.icons[k] for c, k in idx["channels"].items() if k in result.icons}
+        lr.dictionary.icons = {c: by_channel[c] for c in lr.dictionary.used_channels if c in by_channel}
         for a in [*lr.attribution.values(), lr.pair]:
-            wanted += [c for c, _ in a.positive + a.negative]
-        wanted = list(dict.fromkeys(wanted))
-        targets = [channel_target(model, lr.layer, c) for c in wanted]
-        targets += [direction_target(model, lr.layer, v) for v in lr.groups.channel]
-        got = get_icons(model, targets, store=store, progress=progress, **recipe)
-        by_channel = dict(zip(wanted, got[:len(wanted)]))
-        lr.dictionary.icons = {c: by_channel[c] for c in lr.dictionary.used_channels}
-        for a in [*lr.attribution.values(), lr.pair]:
-            a.icons = {c: by_channel[c] for c, _ in a.positive + a.negative}
-        lr.groups.icons = got[len(wanted):]
-        for icon in got:
-            result.icons[icon.key] = icon
+            a.icons = {c: by_channel[c] for c, _ in a.positive + a.negative if c in by_channel}
+        for k, g in lr.group_options.items():
+            keys = idx["groups"][k]
+            g.icons = [result.icons[key] for key in keys] if all(key in result.icons for key in keys) else None
 
 
-def cached_grid(model, prep, layer: str, store, progress=None, **grid_recipe):
-    """The activation grid of ``layer`` for this image, from the store when it was computed before."""
-    from .analyses.grid import ActivationGrid, activation_grid
-
-    if store is False:
-        return activation_grid(model, prep, layer, progress=progress, **grid_recipe)
+def grid_key(model, image_sha: str, layer: str, grid_recipe: dict) -> str:
     from .store import icon_key
 
-    key = icon_key(model.fingerprint, layer, f"grid:{_image_sha(prep.x)}", dict(grid_recipe))
+    return icon_key(model.fingerprint, layer, f"grid:{image_sha}", dict(grid_recipe))
+
+
+def _stored_grid(store, key):
+    from .analyses.grid import ActivationGrid
+
     icon = store.get(key)
     if icon is not None and "grid" in icon.meta:
         return ActivationGrid.from_stored(icon.image, icon.meta["grid"])
-    grid = activation_grid(model, prep, layer, progress=progress, **grid_recipe)
+    return None
+
+
+def cached_grid(model, prep, layer: str, store, progress=None, on_batch=None, **grid_recipe):
+    """The activation grid of ``layer`` for this image, from the store when it was computed before."""
+    from .analyses.grid import activation_grid
+
+    kw = {"on_batch": on_batch} if on_batch is not None else {}
+    if store is False:
+        return activation_grid(model, prep, layer, progress=progress, **kw, **grid_recipe)
+    key = grid_key(model, _image_sha(prep.x), layer, grid_recipe)
+    grid = _stored_grid(store, key)
+    if grid is not None:
+        return grid
+    grid = activation_grid(model, prep, layer, progress=progress, **kw, **grid_recipe)
     pixels, meta = grid.to_stored()
     store.put(key, pixels, {"grid": meta, "layer": layer, "unit": "grid"})
     return grid

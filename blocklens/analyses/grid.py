@@ -294,7 +294,8 @@ class ActivationGrid:
 def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerInfo, *, cell: int = 48,
                     steps: int = 256, n_groups: int = 6, batch_cells: int = 64,
                     cossim_pow: float = DEFAULT_COSSIM_POW, lr: float = 0.05, seed: int = 0,
-                    progress: bool | None = None, border: int = 2, rescue_steps: int = 16) -> ActivationGrid:
+                    progress: bool | None = None, border: int = 2, rescue_steps: int = 16,
+                    on_batch=None) -> ActivationGrid:
     """Render an icon of the activation vector at every position of ``layer`` for ``image``.
 
     Args:
@@ -309,6 +310,7 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
         progress: a progress bar on stderr (default: when stderr is a terminal); ``False`` silences it.
         border: pixels cropped from each side of each rendered cell.
         rescue_steps: steps with the dead-ReLU rescue on (Lucid: 16).
+        on_batch: ``on_batch(done_steps, steps)``, called every 8 steps and at the end (progress elsewhere).
 
     Returns an :class:`ActivationGrid` whose ``cells`` are ``(H, W, cell - 2*border, cell - 2*border, 3)``.
     """
@@ -355,6 +357,8 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
                 opt.step()
                 history[step] = float(values.detach().mean())
                 bar.update(1)
+                if on_batch is not None and ((step + 1) % 8 == 0 or step + 1 == steps):
+                    on_batch(step + 1, steps)
                 if show and step % 16 == 0:
                     bar.set_postfix(objective=f"{history[step]:.3g}")
         with torch.no_grad():

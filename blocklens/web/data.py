@@ -1,0 +1,92 @@
+"""The page document: everything the views need for one explanation, so that every hover is answered in the
+page without a round trip.
+
+Layout (``version`` 1)::
+
+    model, fingerprint, image_sha, preset, image (URL of the model's crop), predictions, classes, labels, pair
+    layers[i]: layer, shape (C, H, W), activations {shape, b64: little-endian float32 (C, H, W)},
+               dictionary {channels (H, W, top), values, magnitude (H, W)},
+               attribution {class: (C,)} (linear: a pair's attribution is a difference of two rows),
+               spatial {class: (H, W)}, channel_icons {channel: key},
+               groups {default k, counts [k...], options {k: {spatial (k, H, W), colors, cell_colors,
+                       attribution (k, n), relative_error, icons [key...]}}},
+               grid {key, shape, cell, magnitude (H, W)} or null
+    flows[i]: from, to, spatial (H2, W2, H1, W1), groups {k: (k, k)}
+    icons: {key: URL or null}  (null: not rendered yet; the app fills them in as they arrive)
+
+URLs are whatever ``icon_url(key, icon)`` returns: ``/api/icons/<key>.png`` in the app, ``data:`` URIs in the
+report.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from typing import Callable
+
+import numpy as np
+
+from ..analyses.common import to_jsonable
+
+VERSION = 1
+
+
+def _f32(a) -> dict:
+    a = np.ascontiguousarray(np.asarray(a, dtype="<f4"))
+    return {"shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def png_data_uri(img, fmt: str = "PNG", **save) -> str:
+    """A PIL image as a ``data:`` URI (PNG, or JPEG/WEBP where asked)."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **save)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: str | None,
+              grid_url: Callable[[str, object], str | None] | None = None) -> dict:
+    """The page document for ``expl``. ``icon_url(key, icon_or_None)`` gives each icon's URL (None: not ready);
+    ``grid_url(key, grid_or_None)`` each activation grid's picture; ``image_url`` the photo's."""
+    layers = []
+    keys: list[str] = []
+    for lr in expl.layers:
+        idx = expl.icon_index.get(lr.layer, {"channels": {}, "groups": {}})
+        options = {}
+        for k, g in sorted(lr.group_options.items()):
+            options[str(k)] = to_jsonable({
+                "spatial": g.spatial, "colors": g.colors, "cell_colors": g.cell_colors,
+                "attribution": g.attribution, "relative_error": g.relative_error,
+                "residual": g.residual, "whole": g.whole})
+            options[str(k)]["icons"] = list(idx["groups"].get(k, []))
+            keys += options[str(k)]["icons"]
+        channel_icons = {str(c): k for c, k in idx["channels"].items()}
+        keys += list(channel_icons.values())
+        grid = None
+        if lr.grid_key:
+            grid = {"key": lr.grid_key, "url": (grid_url or icon_url)(lr.grid_key, lr.grid), "shape": None,
+                    "cell": None, "magnitude": None}
+            if lr.grid is not None:
+                grid.update(shape=list(lr.grid.shape), cell=int(lr.grid.cells.shape[2]),
+                            magnitude=to_jsonable(lr.grid.magnitude))
+        d = lr.dictionary
+        layers.append({
+            "layer": lr.layer, "shape": list(lr.shape),
+            "activations": _f32(lr.activations) if lr.activations is not None else None,
+            "dictionary": to_jsonable({"channels": d.channels, "values": d.values, "magnitude": d.magnitude}),
+            "attribution": {str(c): to_jsonable(a.values) for c, a in lr.attribution.items()},
+            "spatial": {str(c): to_jsonable(s.maps) for c, s in lr.spatial.items()},
+            "channel_icons": channel_icons,
+            "groups": {"default": int(lr.groups.n_groups), "counts": sorted(int(k) for k in lr.group_options),
+                       "options": options},
+            "grid": grid,
+        })
+    flows = [{"from": f["from"], "to": f["to"], "spatial": to_jsonable(f["spatial"]),
+              "groups": {str(k): to_jsonable(v) for k, v in f.get("groups_by_k", {}).items()}}
+             for f in expl.flows]
+    return {
+        "version": VERSION, "model": expl.model, "fingerprint": expl.fingerprint, "image_sha": expl.image_sha,
+        "preset": expl.preset, "image": image_url, "predictions": to_jsonable(expl.predictions),
+        "classes": [int(c) for c in expl.classes],
+        "labels": {str(c): p["label"] for c, p in zip(expl.classes, expl.predictions)},
+        "pair": [int(c) for c in expl.pair], "layers": layers, "flows": flows,
+        "icons": {k: icon_url(k, expl.icons.get(k)) for k in dict.fromkeys(keys)},
+    }

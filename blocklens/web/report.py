@@ -1,0 +1,68 @@
+"""The self-contained report: one HTML file with the page document, every picture (as ``data:`` URIs), the
+stylesheet and the bundled front end inline. It opens from file:// with the network off; its Content Security
+Policy forbids every fetch, so it cannot reach out even by accident."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from .bundle import bundle, stylesheet
+from .data import page_data, png_data_uri
+
+CSP = ("default-src 'none'; img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+       "base-uri 'none'; form-action 'none'")
+
+
+def script_json(obj) -> str:
+    """JSON that is safe inside a <script> element (no ``</script>``, no ``<!--``)."""
+    return json.dumps(obj, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace(
+        "&", "\\u0026")
+
+
+def inline_data(expl) -> dict:
+    """The page document with every picture as a ``data:`` URI (icons PNG, grids and photo JPEG)."""
+    def icon(key, ic):
+        return png_data_uri(ic.to_pil()) if ic is not None else None
+
+    def grid(key, g):
+        return png_data_uri(g.image(), "JPEG", quality=90) if g is not None else None
+
+    image = png_data_uri(expl.crop.convert("RGB"), "JPEG", quality=92) if expl.crop is not None else None
+    return page_data(expl, icon, image, grid)
+
+
+def page_html(data: dict, title: str, *, extra_head: str = "", after: str = "") -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<title>{html.escape(title)}</title>
+<style>{stylesheet()}</style>{extra_head}
+</head><body class="blocklens-page">
+<main id="blocklens" class="blocklens"><p>Loading the views… (this page needs JavaScript)</p></main>
+<script type="application/json" id="blocklens-data">{script_json(data)}</script>
+<script>{bundle("report.js")}
+window.blocklens.mountReport();{after}</script>
+</body></html>
+"""
+
+
+def title_for(expl) -> str:
+    top = expl.predictions[0]
+    return f"blocklens · {top['label']} ({100 * top['prob']:.0f}%) · {expl.model}"
+
+
+def report_html(expl, title: str | None = None) -> str:
+    """The report as a string (see the module docstring)."""
+    return page_html(inline_data(expl), title or title_for(expl))
+
+
+def save_report(expl, path: str | Path, title: str | None = None) -> Path:
+    """Write the report; the file is written whole to a temporary name first, then renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(report_html(expl, title), encoding="utf-8")
+    tmp.replace(path)
+    return path

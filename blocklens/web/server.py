@@ -1,0 +1,437 @@
+"""The local web app: ``blocklens serve``. FastAPI; all state lives in a :class:`BlocklensApp` object.
+
+Flow: the page posts an image (a bundled photo's name, or the raw bytes of an upload) with a model and layers;
+the server computes the numbers (seconds) and answers with the page document at once, icons it already has
+included. What the store lacks is rendered by a background job, one at a time, on a second copy of the
+model (hooks are per module, so analyses and renders never share one); the page polls the job, shows real
+progress and fills in icons as batches land, and stays usable meanwhile.
+
+Safety: binds 127.0.0.1 unless told otherwise; uploads are capped in bytes (while streaming) and pixels (from
+the header, before decoding) and checked by content; files are served only from the package's ``static/``
+folder (Starlette's StaticFiles refuses paths outside it) and icons only by a 64-hex store key; a failing
+request answers a JSON error and leaves the server as it was.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from ..errors import BlocklensError
+from ..images import ImageError, bundled_images, load_image
+from ..store import IconStore
+from .bundle import STATIC
+from .data import page_data
+
+log = logging.getLogger("blocklens.web")
+
+MAX_UPLOAD_BYTES = 16 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
+MAX_LAYERS = 4
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^[0-9a-f]{20}$")
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Job:
+    """Rendering the pictures an explanation still lacks."""
+
+    id: str
+    explanation: str
+    keys: list[str]  # icons to render, in render order
+    grids: list[str]  # layers whose grid is missing
+    state: str = "queued"  # queued | running | done | error
+    stage: str = "queued"
+    done: int = 0
+    total: int = 0
+    icons_done: int = 0
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def status(self, since: int = 0) -> dict:
+        elapsed = time.time() - self.started
+        frac = self.fraction()
+        eta = elapsed * (1 - frac) / frac if 0 < frac < 1 else None
+        return {"id": self.id, "explanation": self.explanation, "state": self.state, "stage": self.stage,
+                "done": self.done, "total": self.total, "fraction": round(frac, 4), "eta_s": eta,
+                "error": self.error, "ready": self.keys[since:self.icons_done], "ready_upto": self.icons_done}
+
+    def fraction(self) -> float:
+        # icons weigh one unit each; each grid weighs as much as 16 icons (measured: a quick grid ~ 16 icons)
+        units = len(self.keys) + 16 * len(self.grids)
+        if not units:
+            return 1.0
+        grid_done = 0.0
+        if self.stage.startswith("grid"):
+            i = self.grids.index(self.stage[5:]) if self.stage[5:] in self.grids else 0
+            grid_done = i + (self.done / self.total if self.total else 0)
+        elif self.state == "done":
+            grid_done = len(self.grids)
+        return min(1.0, (self.icons_done + 16 * grid_done) / units)
+
+
+@dataclass
+class Entry:
+    explanation: object
+    prep: object
+    model: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    job: str | None = None
+
+
+class BlocklensApp:
+    """The app's state: models (an analysis copy and a render copy of each, each with its lock), recent
+    explanations (LRU), render jobs and the icon store."""
+
+    def __init__(self, store: IconStore | str | None = None, preset: str = "quick", *, max_explanations: int = 16,
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+                 render: bool = True, icon_recipe: dict | None = None, grid_recipe: dict | None = None):
+        from ..explain import PRESETS
+
+        if preset not in PRESETS:
+            raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        self.store = store if isinstance(store, IconStore) else IconStore(store)
+        self.preset = preset
+        self.max_explanations = max_explanations
+        self.max_upload_bytes = max_upload_bytes
+        self.max_upload_pixels = max_upload_pixels
+        self.render = render
+        self.icon_recipe = dict(icon_recipe or {})
+        self.grid_recipe = dict(grid_recipe or {})
+        self._models: dict[tuple[str, str], object] = {}
+        self._model_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._building: dict[str, threading.Lock] = {}
+        self.jobs: dict[str, Job] = {}
+        self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blocklens-render")
+
+    # -- models ---------------------------------------------------------------------------------------------
+    def model(self, name: str, role: str = "analysis"):
+        from ..models import load_model
+
+        key = (name, role)
+        with self._lock:
+            lock = self._model_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._models:
+                self._models[key] = load_model(name)
+            return self._models[key], lock
+
+    def models(self) -> list[dict]:
+        from ..explain import default_layers
+        from ..models import list_models
+
+        out = []
+        for entry in list_models():
+            item = entry.to_json()
+            if entry.installed:
+                m, _ = self.model(entry.name)
+                item["layers"] = [{"name": i.name, "shape": list(i.shape)} for i in m.layers
+                                  if i.spatial and i.name.count(".") <= 1]
+                item["default_layers"] = default_layers(m)
+            out.append(item)
+        return out
+
+    # -- explanations ---------------------------------------------------------------------------------------
+    def read_upload(self, chunks) -> bytes:
+        buf = io.BytesIO()
+        for chunk in chunks:
+            buf.write(chunk)
+            if buf.tell() > self.max_upload_bytes:
+                raise HTTPError(413, f"upload is over the {self.max_upload_bytes // (1024 * 1024)} MB limit")
+        return buf.getvalue()
+
+    def image_from(self, name: str | None, data: bytes | None):
+        if data:
+            try:
+                return load_image(data, max_pixels=self.max_upload_pixels, max_bytes=self.max_upload_bytes)
+            except ImageError as e:
+                status = 413 if "pixels" in str(e) or "MB" in str(e) else 400
+                raise HTTPError(status, f"upload: {e}") from None
+        if not name:
+            raise HTTPError(400, "no image: post the image's bytes, or name a bundled photo with ?image= "
+                                 f"({', '.join(bundled_images())})")
+        images = bundled_images()
+        if name not in images:
+            raise HTTPError(404, f"no bundled photo {name!r}; choose one of {', '.join(images)}")
+        return load_image(images[name])
+
+    def explain(self, image, model: str, layers: list[str] | None, classes: list[str] | None) -> tuple[str, Entry]:
+        from ..analyses.common import class_indices, prepare, spatial_layer
+        from ..explain import default_layers, explain
+
+        if layers and len(layers) > MAX_LAYERS:
+            raise HTTPError(400, f"at most {MAX_LAYERS} layers at once, got {len(layers)}")
+        m, lock = self.model(model)
+        layers = sorted({spatial_layer(m, l, "explain").name for l in (layers or default_layers(m))},
+                        key=lambda n: m.layer(n).order)
+        classes = class_indices(m, classes) if classes else None
+        with lock:
+            prep = prepare(m, image)
+        digest = hashlib.sha256(prep.x.numpy().tobytes()).hexdigest()
+        recipe = (self.preset, sorted(self.icon_recipe.items()), sorted(self.grid_recipe.items()))
+        ident = hashlib.sha256(repr((m.name, digest, layers, classes, recipe)).encode()).hexdigest()[:20]
+        with self._lock:
+            if ident in self._entries:
+                self._entries.move_to_end(ident)
+                return ident, self._entries[ident]
+            building = self._building.setdefault(ident, threading.Lock())
+        with building:  # one computation per explanation, however many ask at once
+            with self._lock:
+                if ident in self._entries:
+                    return ident, self._entries[ident]
+            with lock:
+                expl = explain(prep, model=m, layers=layers, classes=classes, preset=self.preset,
+                               icon_recipe=self.icon_recipe, grid_recipe=self.grid_recipe,
+                               icons="cached", grids="cached", store=self.store, progress=False)
+            entry = Entry(expl, prep, m.name)
+            with self._lock:
+                self._entries[ident] = entry
+                while len(self._entries) > self.max_explanations:
+                    self._entries.popitem(last=False)
+                self._building.pop(ident, None)
+        if self.render and expl.missing:
+            self.start_job(ident, entry)
+        return ident, entry
+
+    def entry(self, ident: str) -> Entry:
+        if not _ID.match(ident or ""):
+            raise HTTPError(404, "no such explanation")
+        with self._lock:
+            if ident not in self._entries:
+                raise HTTPError(404, f"explanation {ident} is not held any more (the server keeps the "
+                                     f"{self.max_explanations} most recent); explain the image again")
+            return self._entries[ident]
+
+    def document(self, ident: str, entry: Entry) -> dict:
+        with entry.lock:
+            doc = page_data(entry.explanation, lambda k, icon: f"api/icons/{k}.png" if icon is not None else None,
+                            f"api/explanations/{ident}/image.png",
+                            lambda k, grid: f"api/icons/{k}.png" if grid is not None else None)
+        doc["id"] = ident
+        doc["job"] = entry.job if entry.job and self.jobs[entry.job].state in ("queued", "running") else None
+        return doc
+
+    # -- rendering jobs -------------------------------------------------------------------------------------
+    def start_job(self, ident: str, entry: Entry) -> Job:
+        with self._lock:
+            if entry.job and self.jobs[entry.job].state in ("queued", "running"):
+                return self.jobs[entry.job]
+            expl = entry.explanation
+            grid_keys = {l.grid_key for l in expl.layers}
+            keys = [k for k in expl.missing if k not in grid_keys]
+            grids = [l.layer for l in expl.layers if l.grid is None]
+            job = Job(uuid.uuid4().hex[:20], ident, keys, grids)
+            self.jobs[job.id] = job
+            entry.job = job.id
+        self._renderer.submit(self._run_job, job, entry)
+        return job
+
+    def _run_job(self, job: Job, entry: Entry) -> None:
+        from ..explain import _targets, cached_grid, finish
+        from ..iconcache import icons as get_icons
+
+        job.state = "running"
+        try:
+            m, lock = self.model(entry.model, "render")
+            expl = entry.explanation
+
+            def on_icons(done, total):
+                job.stage, job.done, job.total = "icons", done, total
+                job.icons_done = done
+
+            with lock:
+                if job.keys:
+                    get_icons(m, _targets(m, expl), store=self.store, progress=False, on_batch=on_icons,
+                              **expl.recipe["icons"])
+                job.icons_done = len(job.keys)
+                for layer in job.grids:
+                    job.stage, job.done, job.total = f"grid {layer}", 0, 1
+
+                    def on_grid(done, total):
+                        job.done, job.total = done, total
+
+                    cached_grid(m, entry.prep, layer, self.store, progress=False, on_batch=on_grid,
+                                **expl.recipe["grid"])
+            with entry.lock:
+                finish(m, expl, self.store, icons="cached", grids="cached")
+            job.state, job.stage = "done", "done"
+        except Exception as e:  # the job fails alone; the server and the explanation stay as they were
+            log.exception("render job %s failed", job.id)
+            job.state, job.error = "error", f"{type(e).__name__}: {e}"
+        finally:
+            job.finished = time.time()
+
+    def job(self, ident: str) -> Job:
+        if ident not in self.jobs:
+            raise HTTPError(404, f"no job {ident!r}")
+        return self.jobs[ident]
+
+    def icon_png(self, key: str) -> bytes:
+        if not _KEY.match(key):
+            raise HTTPError(404, "icons are addressed by their 64-hex store key")
+        icon = self.store.get(key)
+        if icon is None:
+            raise HTTPError(404, f"icon {key[:12]}… is not in the store (yet)")
+        buf = io.BytesIO()
+        icon.to_pil().save(buf, format="PNG")
+        return buf.getvalue()
+
+    def close(self) -> None:
+        self._renderer.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(state: BlocklensApp | None = None, **kw):
+    """The FastAPI application around ``state`` (a new :class:`BlocklensApp` built from ``kw`` by default)."""
+    state = state or BlocklensApp(**kw)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        state.close()
+
+    app = FastAPI(title="blocklens", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.blocklens = state
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(request, exc: HTTPError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(BlocklensError)
+    async def _bl_error(request, exc: BlocklensError):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _any_error(request, exc: Exception):
+        log.exception("request %s failed", request.url.path)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server is still running"},
+                            status_code=500)
+
+    headers = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+    @app.middleware("http")
+    async def _headers(request, call_next):
+        response = await call_next(request)
+        for k, v in headers.items():
+            response.headers.setdefault(k, v)
+        return response
+
+    @app.get("/")
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/health")
+    def health():
+        return {"ok": True, "preset": state.preset, "jobs_running": sum(j.state == "running" for j in state.jobs.values())}
+
+    @app.get("/api/models")
+    def models():
+        return state.models()
+
+    @app.get("/api/images")
+    def images():
+        return [{"name": n, "url": f"api/images/{n}"} for n in bundled_images()]
+
+    @app.get("/api/images/{name}")
+    def image(name: str):
+        photos = bundled_images()
+        if name not in photos:
+            raise HTTPError(404, f"no bundled photo {name!r}; choose one of {', '.join(photos)}")
+        img = load_image(photos[name])
+        img.thumbnail((160, 160))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=85)
+        return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.post("/api/explain")
+    async def explain(request: Request, image: str | None = None, model: str = "efficientnet_lite0",
+                      layers: str | None = None, classes: str | None = None):
+        from starlette.concurrency import run_in_threadpool
+
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > state.max_upload_bytes:
+            raise HTTPError(413, f"upload is over the {state.max_upload_bytes // (1024 * 1024)} MB limit")
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > state.max_upload_bytes:
+                raise HTTPError(413, f"upload is over the {state.max_upload_bytes // (1024 * 1024)} MB limit")
+            chunks.append(chunk)
+        data = state.read_upload(chunks)
+        layer_list = [l.strip() for l in layers.split(",") if l.strip()] if layers else None
+        class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+
+        def work():
+            img = state.image_from(image, data)
+            ident, entry = state.explain(img, model, layer_list, class_list)
+            return state.document(ident, entry)
+
+        return await run_in_threadpool(work)
+
+    @app.get("/api/explanations/{ident}")
+    def explanation(ident: str):
+        return state.document(ident, state.entry(ident))
+
+    @app.get("/api/explanations/{ident}/image.png")
+    def photo(ident: str):
+        entry = state.entry(ident)
+        buf = io.BytesIO()
+        entry.explanation.crop.save(buf, format="PNG")
+        return Response(buf.getvalue(), media_type="image/png", headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/api/explanations/{ident}/report.html")
+    def report(ident: str):
+        from .report import report_html, title_for
+
+        entry = state.entry(ident)
+        with entry.lock:
+            text = report_html(entry.explanation)
+        name = re.sub(r"[^a-z0-9]+", "-", title_for(entry.explanation).lower()).strip("-")[:60]
+        return Response(text, media_type="text/html",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.html"'})
+
+    @app.get("/api/jobs/{ident}")
+    def job(ident: str, since: int = 0):
+        return state.job(ident).status(max(0, since))
+
+    @app.get("/api/icons/{name}")
+    def icon(name: str):
+        key = name[:-4] if name.endswith(".png") else name
+        return Response(state.icon_png(key), media_type="image/png",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, **kw) -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(**kw), host=host, port=port, log_level="info")
+
+
+__all__ = ["BlocklensApp", "create_app", "serve", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS"]

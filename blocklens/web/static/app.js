@@ -1,0 +1,116 @@
+// The app: choose a model, layers and an image (bundled or uploaded), ask the server for the explanation,
+// mount the views at once, then follow the render job and fill in icons and grids as they land.
+import { el } from "./util.js";
+import { mountViews } from "./views.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { model: null, image: "dog", file: null, models: [], handle: null, poll: null, seq: 0 };
+
+async function api(path, opts = {}) {
+  const res = await fetch(path, opts);
+  let body = null;
+  try { body = await res.json(); } catch { body = null; }
+  if (!res.ok) throw new Error((body && body.error) || `${res.status} ${res.statusText}`);
+  return body;
+}
+
+function showError(msg) { $("error").textContent = msg || ""; }
+
+function setStatus(text, fraction = null) {
+  $("status-text").textContent = text;
+  const bar = $("progress");
+  bar.hidden = fraction === null;
+  if (fraction !== null) bar.value = fraction;
+}
+
+function layersFor(name) {
+  const m = state.models.find((x) => x.name === name);
+  const box = $("layers");
+  if (!m || !m.layers) { box.replaceChildren(el("span", { text: "this model is not installed" })); return; }
+  box.replaceChildren(...m.layers.map((L) => el("label", {},
+    el("input", { type: "checkbox", value: L.name, checked: m.default_layers.includes(L.name) }),
+    `${L.name} ${L.shape.join("×")}`)));
+}
+
+function chosenLayers() {
+  return [...$("layers").querySelectorAll("input:checked")].map((i) => i.value);
+}
+
+async function init() {
+  try {
+    state.models = await api("api/models");
+    $("model").replaceChildren(...state.models.map((m) => el("option", { value: m.name, disabled: !m.installed }, m.name)));
+    state.model = state.models[0].name;
+    $("model").addEventListener("change", (e) => { state.model = e.target.value; layersFor(state.model); });
+    layersFor(state.model);
+    const images = await api("api/images");
+    $("thumbs").replaceChildren(...images.map((im) => el("img", { class: "thumb" + (im.name === state.image ? " on" : ""),
+      src: im.url, alt: im.name, title: im.name, "data-image": im.name,
+      onclick: (e) => { state.image = im.name; state.file = null; $("upload").value = "";
+        for (const t of $("thumbs").children) t.classList.toggle("on", t === e.target); explain(); } })));
+  } catch (e) { showError(`could not reach the server: ${e.message}`); return; }
+  $("upload").addEventListener("change", () => { const f = $("upload").files[0]; if (f) { state.file = f; markUpload(); explain(); } });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over");
+    const f = e.dataTransfer.files[0]; if (f) { state.file = f; markUpload(); explain(); } });
+  $("go").addEventListener("click", explain);
+  explain();
+}
+
+function markUpload() { for (const t of $("thumbs").children) t.classList.remove("on"); }
+
+async function explain() {
+  const seq = ++state.seq;
+  clearTimeout(state.poll);
+  showError("");
+  $("go").disabled = true;
+  setStatus("computing the analyses…", null);
+  const q = new URLSearchParams({ model: state.model });
+  const layers = chosenLayers();
+  if (layers.length) q.set("layers", layers.join(","));
+  if (!state.file) q.set("image", state.image);
+  const started = performance.now();
+  try {
+    const data = await api(`api/explain?${q}`, { method: "POST", body: state.file || undefined,
+      headers: state.file ? { "Content-Type": "application/octet-stream" } : {} });
+    if (seq !== state.seq) return;
+    state.handle = mountViews($("blocklens"), data);
+    const report = $("report");
+    report.href = `api/explanations/${data.id}/report.html`;
+    report.hidden = false;
+    const secs = ((performance.now() - started) / 1000).toFixed(1);
+    if (data.job) { setStatus(`analyses ready in ${secs} s; rendering icons…`, 0); follow(data.id, data.job, 0, seq); }
+    else setStatus(`ready in ${secs} s (every icon from the store)`, null);
+  } catch (e) {
+    if (seq === state.seq) { showError(e.message); setStatus("", null); }
+  } finally {
+    if (seq === state.seq) $("go").disabled = false;
+  }
+}
+
+async function follow(id, job, since, seq) {
+  if (seq !== state.seq) return;
+  let st;
+  try { st = await api(`api/jobs/${job}?since=${since}`); } catch (e) { showError(`render job: ${e.message}`); return; }
+  if (seq !== state.seq) return;
+  if (st.ready.length) state.handle.setIcons(Object.fromEntries(st.ready.map((k) => [k, `api/icons/${k}.png`])));
+  const eta = st.eta_s ? ` · about ${Math.ceil(st.eta_s)} s left` : "";
+  const what = st.stage === "icons" ? `icons ${st.done}/${st.total}` : st.stage.startsWith("grid") ? `${st.stage}: step ${st.done}/${st.total}` : st.stage;
+  if (st.state === "error") { showError(`rendering failed: ${st.error}`); setStatus("", null); return; }
+  if (st.state === "done") {
+    try {
+      const data = await api(`api/explanations/${id}`);
+      if (seq !== state.seq) return;
+      state.handle.setIcons(data.icons);
+      state.handle.setGrids(Object.fromEntries(data.layers.map((L) => [L.layer, L.grid])));
+      setStatus("ready: every icon and grid rendered and cached", null);
+    } catch (e) { showError(e.message); }
+    return;
+  }
+  setStatus(`rendering ${what}${eta}`, st.fraction);
+  state.poll = setTimeout(() => follow(id, job, st.ready_upto, seq), 700);
+}
+
+init();

@@ -1,0 +1,148 @@
+"""The web app over HTTP: answers, progress, load, and what it refuses (oversized, hostile or malformed input,
+paths outside its folders). A live server in a thread (conftest ``live_server``)."""
+import http.client
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from PIL import Image
+
+import blocklens as bl
+from blocklens.cli import build_parser
+
+
+def post(url, path="/api/explain", content=None, **params):
+    return httpx.post(url + path, params=params, content=content, timeout=120)
+
+
+def wait_job(url, job, timeout=120):
+    seen, since, t0 = [], 0, time.time()
+    while time.time() - t0 < timeout:
+        st = httpx.get(f"{url}/api/jobs/{job}", params={"since": since}).json()
+        seen.append(st)
+        since = st["ready_upto"]
+        if st["state"] in ("done", "error"):
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"job {job} did not finish in {timeout} s: {seen[-1]}")
+
+
+def test_serve_binds_loopback_by_default():
+    args = build_parser().parse_args(["serve"])
+    assert args.host == "127.0.0.1" and args.port == 8000
+
+
+def test_bundled_cached_explanation(live_server):
+    url = live_server.url
+    assert httpx.get(url + "/api/health").json()["ok"]
+    models = httpx.get(url + "/api/models").json()
+    lite0 = next(m for m in models if m["name"] == "efficientnet_lite0")
+    assert lite0["default_layers"] == ["blocks.7", "blocks.11"]
+    assert {i["name"] for i in httpx.get(url + "/api/images").json()} >= {"dog", "chelsea"}
+    r = post(url, image="dog")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["predictions"][0]["label"] == "malamute" and doc["job"] is None
+    assert doc["icons"] and all(doc["icons"].values())  # every icon already in the store
+    icon = httpx.get(f"{url}/{next(iter(doc['icons'].values()))}")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(icon.content)).size == (32, 32)
+    photo = httpx.get(f"{url}/{doc['image']}")
+    assert Image.open(io.BytesIO(photo.content)).size == (224, 224)
+    report = httpx.get(f"{url}/api/explanations/{doc['id']}/report.html")
+    assert report.status_code == 200 and "blocklens-data" in report.text
+
+
+def test_twenty_concurrent_requests_for_a_cached_explanation(live_server):
+    url = live_server.url
+    post(url, image="dog").raise_for_status()
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(lambda _: post(url, image="dog"), range(20)))
+    assert [r.status_code for r in responses] == [200] * 20
+    assert len({r.json()["id"] for r in responses}) == 1
+
+
+def test_upload_renders_missing_pictures_with_progress(live_server):
+    url = live_server.url
+    buf = io.BytesIO()
+    Image.open(bl.bundled_image("chelsea")).save(buf, format="PNG")
+    r = post(url, content=buf.getvalue(), layers="blocks.5,blocks.9")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["predictions"][0]["label"] == "tiger cat"
+    assert [L["layer"] for L in doc["layers"]] == ["blocks.5", "blocks.9"]
+    assert doc["job"], "chelsea at blocks.5/9 is not in the store: a render job starts"
+    statuses = wait_job(url, doc["job"])
+    assert statuses[-1]["state"] == "done", statuses[-1]
+    fractions = [s["fraction"] for s in statuses]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    ready = [k for s in statuses for k in s["ready"]]
+    assert len(ready) == len(set(ready))  # each icon announced once
+    again = httpx.get(f"{url}/api/explanations/{doc['id']}").json()
+    assert all(again["icons"].values()) and all(L["grid"]["url"] for L in again["layers"])
+    assert again["job"] is None
+
+
+def png_bomb(w=12000, h=6000) -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (w, h)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def test_uploads_are_capped_and_checked_by_content(live_server):
+    url = live_server.url
+    too_big = post(url, content=b"\x89PNG" + b"\0" * (17 * 1024 * 1024))
+    assert too_big.status_code == 413 and "MB" in too_big.json()["error"]
+    bomb = png_bomb()
+    assert len(bomb) < 100_000
+    r = post(url, content=bomb)
+    assert r.status_code == 413 and "pixels" in r.json()["error"]
+    r = post(url, content=b"<html><script>alert(1)</script></html>")  # not an image, whatever its name
+    assert r.status_code == 400 and "upload" in r.json()["error"]
+    buf = io.BytesIO()
+    Image.open(bl.bundled_image("chelsea")).save(buf, format="PNG")
+    r = post(url, content=buf.getvalue()[:5000])  # truncated
+    assert r.status_code == 400
+    assert httpx.get(url + "/api/health").json()["ok"]
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/static/..%2f..%2fserver.py",
+    "/static/..%2F..%2F..%2F..%2Fetc%2Fpasswd", "/api/icons/..%2f..%2f..%2fetc%2fpasswd",
+    "/api/icons/../../etc/passwd", "/api/images/..%2f..%2fimages.py", "/api/images/%2fetc%2fpasswd",
+    "/api/explanations/..%2f..%2fetc/image.png", "/static//etc/passwd", "/..%2f..%2fetc/passwd",
+])
+def test_no_file_outside_the_app_folders(live_server, path):
+    conn = http.client.HTTPConnection("127.0.0.1", live_server.port, timeout=10)
+    conn.request("GET", path)  # sent as is: no client-side normalization of the dots
+    res = conn.getresponse()
+    body = res.read()
+    conn.close()
+    assert res.status in (400, 404), (path, res.status)
+    assert b"root:" not in body and b"import " not in body
+
+
+def test_errors_are_clear_and_leave_the_server_healthy(live_server, monkeypatch):
+    url = live_server.url
+    r = post(url, image="dog", layers="blocks.99")
+    assert r.status_code == 400 and "blocks.99" in r.json()["error"]
+    r = post(url, image="nosuchphoto")
+    assert r.status_code == 404 and "dog" in r.json()["error"]
+    r = post(url, image="dog", model="resnet9000")
+    assert r.status_code == 400 and "efficientnet_lite0" in r.json()["error"]
+    r = post(url, image="dog", layers="blocks.1,blocks.3,blocks.5,blocks.7,blocks.9")
+    assert r.status_code == 400 and "at most" in r.json()["error"]
+    assert httpx.get(url + "/api/jobs/nope").status_code == 404
+    assert httpx.get(url + "/api/explanations/0123456789abcdef0123").status_code == 404
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(live_server.state, "explain", boom)
+    r = post(url, image="dog")
+    assert r.status_code == 500 and "still running" in r.json()["error"]
+    monkeypatch.undo()
+    assert httpx.get(url + "/api/health").json()["ok"]
+    assert post(url, image="dog").status_code == 200
