@@ -123,9 +123,11 @@ class Explanation:
 
     @property
     def missing(self) -> list[str]:
-        """Store keys of icons and grids the views show but this explanation does not hold yet."""
-        keys = [k for idx in self.icon_index.values() for k in idx["channels"].values()]
-        keys += [k for idx in self.icon_index.values() for ks in idx["groups"].values() for k in ks]
+        """Store keys of icons and grids the views show but this explanation does not hold yet (icons in render
+        order: per layer, its channels then its group directions; grids last)."""
+        keys = []
+        for idx in self.icon_index.values():
+            keys += list(idx["channels"].values()) + [k for ks in idx["groups"].values() for k in ks]
         keys = [k for k in dict.fromkeys(keys) if k not in self.icons]
         return keys + [l.grid_key for l in self.layers if l.grid is None and l.grid_key]
 
@@ -293,6 +295,14 @@ def _targets(model, result: Explanation) -> list:
         for k, g in lr.group_options.items():
             out += [direction_target(model, lr.layer, v) for v in g.channel]
     return out
+
+
+def planned_targets(model, result: Explanation) -> dict:
+    """Store key -> target of every icon the views show, in render order (the order of :attr:`missing`)."""
+    from .iconcache import icon_key_for, recipe_for
+
+    recipe = recipe_for(**result.recipe["icons"])
+    return {icon_key_for(model, t, recipe): t for t in _targets(model, result)}
 
 
 def finish(model, result: Explanation, store=None, *, progress: bool | None = None, icons: bool | str = True,

@@ -40,6 +40,7 @@ log = logging.getLogger("blocklens.web")
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
 MAX_LAYERS = 4
+BATCH = 8  # icons rendered together by a job
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[0-9a-f]{20}$")
 
@@ -249,7 +250,7 @@ class BlocklensApp:
         return job
 
     def _run_job(self, job: Job, entry: Entry) -> None:
-        from ..explain import _targets, cached_grid, finish
+        from ..explain import cached_grid, finish, planned_targets
         from ..iconcache import icons as get_icons
 
         job.state = "running"
@@ -257,15 +258,13 @@ class BlocklensApp:
             m, lock = self.model(entry.model, "render")
             expl = entry.explanation
 
-            def on_icons(done, total):
-                job.stage, job.done, job.total = "icons", done, total
-                job.icons_done = done
-
             with lock:
-                if job.keys:
-                    get_icons(m, _targets(m, expl), store=self.store, progress=False, on_batch=on_icons,
-                              **expl.recipe["icons"])
-                job.icons_done = len(job.keys)
+                planned = planned_targets(m, expl)
+                job.stage, job.total = "icons", len(job.keys)
+                for start in range(0, len(job.keys), BATCH):  # batches of our own: each announces its keys
+                    chunk = [planned[k] for k in job.keys[start:start + BATCH]]
+                    get_icons(m, chunk, store=self.store, progress=False, batch=BATCH, **expl.recipe["icons"])
+                    job.done = job.icons_done = start + len(chunk)
                 for layer in job.grids:
                     job.stage, job.done, job.total = f"grid {layer}", 0, 1
 

@@ -27,13 +27,13 @@ export function spatialView(ctx) {
     // what influences layer i at (x, y): earlier layer map; what it influences: later layer map
     if (i > 0) {
       const f = data.flows[i - 1];
-      overlays[i - 1].mark(null).heat(f.spatial[y][x], { color: [120, 200, 60] });
+      overlays[i - 1].mark(null).heat(f.spatial[y][x], { color: [120, 200, 60], gamma: 0.5 });
       captions[i - 1].textContent = `${f.from}: influences ${f.to} at (${x}, ${y})`;
     }
     if (i < data.layers.length - 1) {
       const f = data.flows[i];
       const m = f.spatial.map((row) => row.map((cell) => cell[y][x]));
-      overlays[i + 1].mark(null).heat(m, { color: [160, 90, 220] });
+      overlays[i + 1].mark(null).heat(m, { color: [160, 90, 220], gamma: 0.5 });
       captions[i + 1].textContent = `${f.to}: influenced by ${f.from} at (${x}, ${y})`;
     }
     for (let j = 0; j < data.layers.length; j++) if (Math.abs(j - i) > 1) {
