@@ -1,0 +1,66 @@
+"""Regenerate the interface screenshots in docs/ (the README shows them).
+
+Run: .venv/bin/python docs/screenshots.py [--image dog] [--preset quick]
+Explains the photo (icons from the store, rendered where missing), writes the report, opens it in Debian's
+chromium and saves one picture per view, each in a hovered state.
+"""
+import argparse
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+import blocklens as bl
+
+DOCS = Path(__file__).resolve().parent
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+def hover_cell(page, overlay, x, y, h, w):
+    overlay.scroll_into_view_if_needed()
+    box = overlay.bounding_box()
+    page.mouse.move(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image", default="dog")
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    args = ap.parse_args()
+    e = bl.explain(bl.bundled_image(args.image), preset=args.preset)
+    print(e, {k: round(v, 1) for k, v in e.timings.items()})
+    report = Path(tempfile.mkdtemp()) / "report.html"
+    e.save_html(report)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=args.chromium, args=ARGS)
+        page = browser.new_page(viewport={"width": 1240, "height": 900}, device_scale_factor=1)
+        page.goto(report.as_uri())
+        page.wait_for_selector("#blocklens[data-ready]")
+        page.locator("#summary").screenshot(path=str(DOCS / "ui_summary.png"))
+
+        cards = page.locator("#classes .chan-col").first.locator(".chan")
+        cards.nth(0).hover()
+        page.locator("#classes").screenshot(path=str(DOCS / "ui_classes.png"))
+
+        L = e.layers[0]
+        h, w = L.shape[1:]
+        hover_cell(page, page.locator("#dictionary .overlay"), 4, 8, h, w)
+        page.locator("#dictionary").screenshot(path=str(DOCS / "ui_dictionary.png"))
+
+        page.locator("#grids .grid-mag").check()
+        page.locator("#grids").screenshot(path=str(DOCS / "ui_grids.png"))
+
+        L2 = e.layers[1]
+        hover_cell(page, page.locator("#spatial .overlay").nth(1), 2, 4, *L2.shape[1:])
+        page.locator("#spatial").screenshot(path=str(DOCS / "ui_spatial.png"))
+
+        page.locator("#groups .group-layer").nth(1).locator(".group-card").nth(0).hover()
+        page.locator("#groups").screenshot(path=str(DOCS / "ui_groups.png"))
+        browser.close()
+    print("wrote", ", ".join(sorted(p.name for p in DOCS.glob("ui_*.png"))))
+
+
+if __name__ == "__main__":
+    main()

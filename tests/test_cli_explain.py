@@ -1,0 +1,54 @@
+"""``blocklens explain``: the report from the command line, warm from a store, and its errors."""
+import re
+import sys
+
+import pytest
+
+import blocklens.explain  # noqa: F401  (the module; the package's ``explain`` name is the function)
+from blocklens.cli import main
+from conftest import TINY_GRID, TINY_ICONS
+
+explain_mod = sys.modules["blocklens.explain"]
+
+
+@pytest.fixture
+def tiny_quick(monkeypatch):
+    # the quick preset shrunk to the tiny recipes the session's tiny explanation used (so its store is warm)
+    monkeypatch.setitem(explain_mod.PRESETS, "quick", {"icons": TINY_ICONS, "grid": TINY_GRID,
+                                                       "group_counts": explain_mod.PRESETS["default"]["group_counts"]})
+
+
+def test_explain_writes_a_report_from_a_warm_store(capsys, tiny_explanation, tiny_quick, tmp_path, monkeypatch):
+    import blocklens.iconcache as ic
+
+    monkeypatch.setattr(ic, "render", lambda *a, **k: pytest.fail("a warm explain must not render"))
+    _, store = tiny_explanation
+    out = tmp_path / "dog.html"
+    code = main(["explain", "dog", "--store", str(store), "--out", str(out), "--quiet", "--folder", str(tmp_path / "f")])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert "malamute" in stdout and f"report: {out}" in stdout
+    text = out.read_text()
+    assert text.startswith("<!doctype html>") and "blocklens-data" in text
+    assert (tmp_path / "f" / "explanation.json").exists()
+
+
+def test_explain_default_output_name(capsys, tiny_explanation, tiny_quick, tmp_path, monkeypatch):
+    _, store = tiny_explanation
+    monkeypatch.chdir(tmp_path)
+    assert main(["explain", "dog", "--store", str(store), "-q"]) == 0
+    assert (tmp_path / "dog.blocklens.html").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["explain", "nosuch.jpg"], "no file 'nosuch.jpg'"),
+    (["explain", "dog", "--out", "report.pdf"], "ending in .html"),
+    (["explain", "dog", "--layers", "fc", "-q"], "positions"),
+    (["explain", "dog", "--classes", "tiger cat", "-q"], "at least two classes"),
+    (["serve", "--port", "0"], "not a port number"),
+])
+def test_explain_and_serve_errors(capsys, args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(args)
+    _, err = capsys.readouterr()
+    assert code == 2 and err.startswith("blocklens: error:") and re.search(re.escape(message), err), err
