@@ -127,11 +127,11 @@ def cmd_serve(args) -> int:
         raise BlocklensError(f"--port {args.port} is not a port number (1-65535)")
     if args.max_upload_mb < 1:
         raise BlocklensError(f"--max-upload-mb must be at least 1, got {args.max_upload_mb}")
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as e:
-        raise BlocklensError(f"the web app needs {e.name}: pip install 'blocklens[app]'") from None
+    import importlib.util
+
+    for need in ("fastapi", "uvicorn"):
+        if importlib.util.find_spec(need) is None:
+            raise BlocklensError(f"the web app needs {need}: pip install {need} (a blocklens dependency)")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"blocklens: warning: serving on {args.host}: anyone who can reach this address can use the app",
               file=sys.stderr)

@@ -3,7 +3,6 @@
 They hover, click and drag as a reader would and check what the page shows against the page document; they
 fail on any console error. Screenshots of each view go to ``test-artifacts/screenshots/``.
 """
-import io
 import json
 import os
 import re
