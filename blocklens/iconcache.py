@@ -48,6 +48,23 @@ def icon_key_for(model, target: Target, recipe: dict) -> str:
     return icon_key(model.fingerprint, target.layer, target.unit, recipe)
 
 
+def render_batch(model, targets: Sequence[Target], recipe: dict, *, progress: bool | None = None,
+                 desc: str = "icons") -> list[tuple[np.ndarray, dict]]:
+    """Render ``targets`` as one batch with the full ``recipe`` (see :func:`recipe_for`), ``same_init=True``
+    so each image is the one any other batch would give; return ``(uint8 pixels, metadata)`` per target, the
+    metadata being what :func:`icons` stores with each icon (without ``key``)."""
+    result = render(model, list(targets), same_init=True, progress=progress, desc=desc, **recipe)
+    dead = result.dead()
+    out = []
+    for i, t in enumerate(targets):
+        meta = {"model": model.name, "fingerprint": model.fingerprint, "layer": t.layer, "unit": t.unit,
+                "target": t.spec, "label": t.label, "recipe": recipe,
+                "objective": float(result.final[i]), "objective_start": float(result.history[0, i]),
+                "zero_grad_steps": int(result.zero_grad_steps[i]), "dead": bool(dead[i])}
+        out.append((result.uint8(i), meta))
+    return out
+
+
 def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None, *,
           store: IconStore | str | None | bool = None, batch: int = 8, progress: bool | None = None,
           refresh: bool = False, on_batch: Callable[[int, int], None] | None = None,
@@ -79,15 +96,9 @@ def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None
         on_batch(0, len(missing))
     for start in range(0, len(missing), batch):
         chunk = missing[start:start + batch]
-        result = render(model, [t for _, t in chunk], same_init=True, progress=progress,
-                        desc=f"icons {start + len(chunk)}/{len(missing)}", **recipe)
-        dead = result.dead()
-        for i, (k, t) in enumerate(chunk):
-            meta = {"model": model.name, "fingerprint": model.fingerprint, "layer": t.layer, "unit": t.unit,
-                    "target": t.spec, "label": t.label, "recipe": recipe,
-                    "objective": float(result.final[i]), "objective_start": float(result.history[0, i]),
-                    "zero_grad_steps": int(result.zero_grad_steps[i]), "dead": bool(dead[i])}
-            pixels = result.uint8(i)
+        rendered = render_batch(model, [t for _, t in chunk], recipe, progress=progress,
+                                desc=f"icons {start + len(chunk)}/{len(missing)}")
+        for (k, t), (pixels, meta) in zip(chunk, rendered):
             if cache:
                 store.put(k, pixels, meta)  # written as soon as its batch is done: nothing lost on failure
             found[k] = Icon(pixels, dict(meta, key=k), k)

@@ -1,0 +1,716 @@
+"""Precompute: render every icon of a model's layers into a store, resumably, on local processes or a Ray cluster.
+
+    from blocklens.precompute import precompute
+    summary = precompute("efficientnet_lite0", ["blocks.7", "blocks.11"], store="s3://bucket/icons", workers=4)
+
+The plan is every channel of each layer (or the units asked for, neurons included) and, on request, class
+logits, each keyed exactly as :func:`blocklens.icons` keys it, so the report and the web app find them. Units
+the store already lists are skipped, so a run that was killed (at any moment: every write is atomic) resumes
+where it stopped. The rest is split into batches of one layer each and rendered by workers: local processes
+(spawned; ``workers=0`` renders in this process) or Ray tasks (``ray="auto"``, an address, or ``"local"``).
+Workers write each icon to the store as soon as its batch is done, so a crash loses at most the batches in
+flight. Just before rendering, a worker drops the units that another run has stored meanwhile: two runs on
+one store split most of the work, and a unit both render is written twice, harmlessly (puts are atomic).
+
+When every planned unit of a layer is done, the layer's sprite sheet (one PNG grid of every icon of the layer
+the store holds, in channel order) and its JSON index are (re)written to the store, for the web app and the
+report (:meth:`IconStore.sprite`). Class icons form one sheet under the layer name ``"logit"``.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import re
+import secrets
+import socket
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .errors import BlocklensError
+from .iconcache import icon_key_for, recipe_for, render_batch
+from .store import Icon, IconStore, recipe_hash
+
+__all__ = ["PlannedUnit", "Job", "parse_units", "parse_shard", "plan", "precompute", "write_sprite", "layer_icons",
+           "export_layer", "LOGIT_GROUP"]
+
+#: Sprite group (the "layer" of the sheet) of class logit icons.
+LOGIT_GROUP = "logit"
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class PlannedUnit:
+    """One icon to have in the store."""
+
+    key: str
+    spec: str               # the target, as parse_target() reads it: "blocks.3:5", "blocks.3:5@7,7", "logit:282"
+    layer: str              # canonical layer name ("<output>" for logits)
+    group: str | None       # sprite sheet it belongs to: the layer (channels), "logit" (classes), None (neurons)
+    index: int              # channel or class index
+
+
+@dataclass
+class Job:
+    """A batch of units of one layer, as sent to a worker (picklable)."""
+
+    index: int
+    units: list[PlannedUnit]
+    model: str
+    fingerprint: str
+    recipe: dict
+    store: str
+    storage_options: dict = field(default_factory=dict)
+    write: bool = True          # the worker puts its icons; False: it returns them and the driver puts them
+    recheck: bool = True        # skip units that appeared in the store since planning
+    run: str = ""
+    device: str | None = None   # None: the worker's own (local workers), else cuda when visible, else cpu
+    threads: int | None = None  # torch threads in the worker
+    loader: Callable[[], Any] | None = None  # builds the model in the worker (default: load_model(model))
+
+
+_TOKEN = re.compile(r"\s*(?:(?P<all>all)|(?P<c>\d+)\s*@\s*(?P<x>\d+)\s*,\s*(?P<y>\d+)|(?P<a>\d+)(?:\s*-\s*(?P<b>\d+))?)"
+                    r"\s*(?:,|$)")
+
+
+def parse_units(spec: str | Iterable[str] | None, n: int, what: str = "channel",
+                neurons: bool = True) -> list[int | tuple[int, int, int]]:
+    """Units from a spec: ``"all"``, ``"0-15"``, ``"3,5,8-11"``, ``"12@7,7"`` (channel 12 at x=7, y=7, a
+    neuron), or a list of such strings; ``n`` is how many there are (channels, classes). Returns ints and
+    ``(channel, x, y)`` tuples in the order given, without repeats. ``None`` means all."""
+    if spec is None:
+        return list(range(n))
+    text = spec if isinstance(spec, str) else ",".join(str(s) for s in spec)
+    text = text.strip()
+    if not text:
+        raise BlocklensError(f"empty {what} spec; use all, 0-15, 3,5,8-11" + (", 12@7,7" if neurons else ""))
+    out: list = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            example = "all, 0-15, 3,5,8-11" + (" or 12@7,7 (a neuron)" if neurons else "")
+            raise BlocklensError(f"cannot read {what} spec {text!r} at {text[pos:]!r}: use {example}")
+        pos = m.end()
+        if m.group("all"):
+            out.extend(range(n))
+            continue
+        if m.group("c") is not None:
+            if not neurons:
+                raise BlocklensError(f"{what} spec {text!r}: {m.group(0).strip(' ,')!r} is a neuron, not allowed here")
+            c = int(m.group("c"))
+            if c >= n:
+                raise BlocklensError(f"{what} {c} is out of range: there are {n} ({what}s 0..{n - 1})")
+            out.append((c, int(m.group("x")), int(m.group("y"))))
+            continue
+        a = int(m.group("a"))
+        b = int(m.group("b")) if m.group("b") is not None else a
+        if b < a:
+            raise BlocklensError(f"{what} range {a}-{b} is empty (write the smaller index first)")
+        if b >= n:
+            raise BlocklensError(f"{what} {b} is out of range: there are {n} ({what}s 0..{n - 1})")
+        out.extend(range(a, b + 1))
+    return list(dict.fromkeys(out))
+
+
+def default_precompute_layers(model) -> list[str]:
+    """The layers the report uses (:func:`blocklens.explain.default_layers`): what ``precompute`` renders
+    when no layer is named."""
+    from .explain import default_layers
+
+    return default_layers(model)
+
+
+def plan(model, layers: Sequence[str] | None = None, units: str | Sequence[str] | None = None,
+         logits: str | Sequence[str] | None = None, recipe: dict | None = None) -> list[PlannedUnit]:
+    """Every unit to precompute, in order (layers as given, then classes), without repeats.
+
+    ``layers``: layer names (default: :func:`default_precompute_layers`, unless only ``logits`` are asked
+    for); ``units``: which units of each layer (:func:`parse_units`; default all channels); ``logits``: class
+    indices (``"all"``, ``"0-9"``...), default none. ``recipe``: the full recipe (:func:`recipe_for`).
+    """
+    from .optvis.targets import channel_target, logit_target, neuron_target
+
+    recipe = recipe_for() if recipe is None else recipe
+    if layers is None:
+        layers = [] if logits is not None else default_precompute_layers(model)
+    out: dict[str, PlannedUnit] = {}
+    for name in layers:
+        info = model.layer(name)
+        for u in parse_units(units, info.channels, "channel"):
+            if isinstance(u, tuple):
+                t = neuron_target(model, info.name, *u)
+                group = None
+            else:
+                t = channel_target(model, info.name, u)
+                group = info.name
+            key = icon_key_for(model, t, recipe)
+            out.setdefault(key, PlannedUnit(key, t.spec, t.layer, group, t.index))
+    if logits is not None:
+        for c in parse_units(logits, len(model.labels), "class", neurons=False):
+            t = logit_target(model, c)
+            key = icon_key_for(model, t, recipe)
+            out.setdefault(key, PlannedUnit(key, t.spec, t.layer, LOGIT_GROUP, t.index))
+    return list(out.values())
+
+
+def parse_shard(shard: str | tuple[int, int]) -> tuple[int, int]:
+    """``"I/N"`` or ``(I, N)`` -> ``(I, N)`` with ``0 <= I < N``."""
+    try:
+        part, parts = (int(x) for x in (shard.split("/") if isinstance(shard, str) else shard))
+    except (TypeError, ValueError):
+        raise BlocklensError(f"shard must be I/N (e.g. 0/4), got {shard!r}") from None
+    if parts < 1 or not 0 <= part < parts:
+        raise BlocklensError(f"shard {part}/{parts}: need 0 <= I < N")
+    return part, parts
+
+
+def _batches(units: Sequence[PlannedUnit], batch: int) -> list[list[PlannedUnit]]:
+    """Consecutive units of one layer, at most ``batch`` at a time (a batch never spans two layers: the
+    forward pass stops after the deepest layer in it)."""
+    out: list[list[PlannedUnit]] = []
+    for u in units:
+        if out and out[-1][0].layer == u.layer and len(out[-1]) < batch:
+            out[-1].append(u)
+        else:
+            out.append([u])
+    return out
+
+
+# -------------------------------------------------------------------------------------------- worker
+
+_STATE: dict[str, Any] = {"models": {}}
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this worker when the process that started it dies (kill -9 included),
+    so that an orphan never keeps writing to the store behind a resumed run."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # pragma: no cover - best effort
+        pass
+
+
+def _init_worker(threads: int | None, devices, parent: int) -> None:
+    """Initializer of a local worker process: torch threads, its device, and death with its parent."""
+    _STATE["parent"] = parent
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+        _STATE["threads"] = threads
+    try:
+        _STATE["device"] = devices.get(timeout=30)
+    except Exception:  # pragma: no cover
+        _STATE["device"] = None
+
+
+def _parent_alive() -> bool:
+    parent = _STATE.get("parent")
+    return parent is None or os.getppid() == parent
+
+
+def _worker_model(job: Job):
+    import torch
+
+    device = job.device or _STATE.get("device")
+    if not device or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cache_key = (job.model, job.fingerprint, device)
+    model = _STATE["models"].get(cache_key)
+    if model is None:
+        if job.loader is not None:
+            model = job.loader()
+            if device != "cpu" and hasattr(model, "module"):
+                model.module.to(device)
+        else:
+            from .models import load_model
+
+            model = load_model(job.model, device=device)
+        if model.fingerprint != job.fingerprint:
+            raise BlocklensError(f"the worker's model {job.model!r} has weight fingerprint {model.fingerprint}, but "
+                                 f"the plan is for {job.fingerprint}: install the same weights on every machine")
+        _STATE["models"][cache_key] = model
+    return model
+
+
+def _execute(job: Job, model, store: IconStore | None) -> dict:
+    """Render one batch (minus what the store got meanwhile) and put (or return) its icons."""
+    from .optvis.targets import parse_target
+
+    t0 = time.perf_counter()
+    todo, skipped = list(job.units), []
+    if job.recheck and store is not None:
+        todo, skipped = [], []
+        for u in job.units:
+            (skipped if store.exists(u.key) else todo).append(u)
+    entries = []
+    if todo:
+        targets = [parse_target(model, u.spec) for u in todo]
+        for u, t in zip(todo, targets):
+            if icon_key_for(model, t, job.recipe) != u.key:
+                raise BlocklensError(f"unit {u.spec} keys differently in the worker than in the plan: "
+                                     "different blocklens versions?")
+        rendered = render_batch(model, targets, job.recipe, progress=False, desc=f"batch {job.index}")
+        if not _parent_alive():  # the run was killed: write nothing behind its back
+            os._exit(1)
+        for u, (pixels, meta) in zip(todo, rendered):
+            meta["run"] = job.run
+            if job.write:
+                store.put(u.key, pixels, meta)
+            else:
+                entries.append((u.key, pixels, meta))
+    return {"batch": job.index, "rendered": [u.key for u in todo], "skipped": [u.key for u in skipped],
+            "seconds": time.perf_counter() - t0, "pid": os.getpid(), "host": socket.gethostname(),
+            "entries": entries}
+
+
+def run_batch(job: Job) -> dict:
+    """Worker entry point (local process or Ray task): render ``job`` and put its icons into the store."""
+    import torch
+
+    if job.threads and _STATE.get("threads") != job.threads:
+        torch.set_num_threads(job.threads)
+        _STATE["threads"] = job.threads
+    model = _worker_model(job)
+    store = IconStore(job.store, storage_options=job.storage_options) if (job.write or job.recheck) else None
+    return _execute(job, model, store)
+
+
+# -------------------------------------------------------------------------------------------- backends
+
+
+def _local_devices(device: str | None, workers: int) -> list[str | None]:
+    import torch
+
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        n = torch.cuda.device_count()
+        if n == 0:
+            raise BlocklensError("device 'cuda' was asked for but torch sees no GPU here")
+        return [f"cuda:{i % n}" for i in range(workers)]
+    return [device] * workers
+
+
+def _run_local(jobs: list[Job], workers: int, threads: int | None, device: str | None, on_result, on_error) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    devices = ctx.Queue()
+    for d in _local_devices(device, workers):
+        devices.put(d)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads, devices, os.getpid()))
+    try:
+        futures = {ex.submit(run_batch, job): job for job in jobs}
+        for fut in as_completed(futures):
+            job = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as e:
+                on_error(job, e)
+            else:
+                on_result(job, res)
+    except BaseException:
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+
+
+def _run_ray(jobs: list[Job], address: str, threads: int | None, gpus_per_task: float, on_result, on_error,
+             ray_init: dict | None = None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise BlocklensError("--ray needs Ray, an optional dependency: pip install 'blocklens[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        kw = dict(ray_init or {})
+        kw.setdefault("log_to_driver", False)
+        if address in (None, "", "local"):
+            kw.setdefault("include_dashboard", False)
+            ray.init(**kw)
+        else:
+            ray.init(address=address, **kw)
+        started = True
+    task = ray.remote(run_batch).options(num_cpus=threads or 1, num_gpus=gpus_per_task or 0)
+    pending = {task.remote(job): job for job in jobs}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job = pending.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except Exception as e:
+                    on_error(job, e)
+                else:
+                    on_result(job, res)
+    except BaseException:
+        for ref in pending:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:
+                pass
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# -------------------------------------------------------------------------------------------- sprites
+
+
+def group_units(model, group: str, recipe: dict) -> list[tuple[int, Any, str]]:
+    """``(index, target, key)`` of every unit a sprite group has: each channel of a layer, or each class."""
+    from .optvis.targets import channel_target, logit_target
+
+    if group == LOGIT_GROUP:
+        targets = [logit_target(model, c) for c in range(len(model.labels))]
+    else:
+        info = model.layer(group)
+        targets = [channel_target(model, info.name, c) for c in range(info.channels)]
+    return [(t.index, t, icon_key_for(model, t, recipe)) for t in targets]
+
+
+def _canonical_group(model, group: str) -> str:
+    if group.lower() in ("logit", "logits", "class", "classes"):
+        return LOGIT_GROUP
+    return model.layer(group).name
+
+
+def layer_icons(store: IconStore, model, layer: str, recipe: dict,
+                present: set[str] | None = None) -> tuple[list[Icon], dict]:
+    """The icons a store holds for every unit of ``layer`` (``"logit"``: classes), in order, and their index:
+    ``model``, ``fingerprint``, ``layer``, ``unit_kind``, ``recipe``, ``recipe_hash``, ``icon_size`` [H, W],
+    ``count``, ``total``, ``complete``, ``missing`` (indices) and ``units`` (per icon: ``index``, ``unit``,
+    ``label``, ``key``, ``objective``, ``dead``). ``present``: keys known to exist (skips reads of the others)."""
+    group = _canonical_group(model, layer)
+    entries = group_units(model, group, recipe)
+    icons, units, missing = [], [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a corrupt entry is moved aside and counted as missing
+        for index, t, key in entries:
+            icon = store.get(key) if present is None or key in present else None
+            if icon is None:
+                missing.append(index)
+                continue
+            icons.append(icon)
+            units.append({"index": index, "unit": t.unit, "label": t.label, "key": key,
+                          "objective": icon.meta.get("objective"), "dead": bool(icon.meta.get("dead", False))})
+    shape = list(icons[0].image.shape[:2]) if icons else None
+    index = {"model": model.name, "fingerprint": model.fingerprint, "layer": group,
+             "unit_kind": "logit" if group == LOGIT_GROUP else "channel", "recipe": recipe,
+             "recipe_hash": recipe_hash(recipe), "icon_size": shape, "count": len(icons), "total": len(entries),
+             "complete": not missing, "missing": missing, "units": units}
+    return icons, index
+
+
+def _sheet(icons: list[Icon], columns: int) -> np.ndarray:
+    h, w = icons[0].image.shape[:2]
+    c = 4 if any(i.image.shape[2] == 4 for i in icons) else 3
+    rows = math.ceil(len(icons) / columns)
+    sheet = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
+    if c == 4:
+        sheet[..., 3] = 0
+    for n, icon in enumerate(icons):
+        img = icon.image
+        if img.shape[:2] != (h, w):
+            from PIL import Image
+
+            img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+        if img.shape[2] != c:
+            img = np.concatenate([img, np.full(img.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        r, col = divmod(n, columns)
+        sheet[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
+    return sheet
+
+
+def write_sprite(store: IconStore, model, layer: str, recipe: dict, present: set[str] | None = None,
+                 force: bool = False) -> str | None:
+    """Write the sprite sheet of ``layer`` (or ``"logit"``) for ``recipe``: every icon of it the store holds,
+    in order, ``columns = ceil(sqrt(count))`` to a row; the index (see :func:`layer_icons`) adds ``columns``,
+    ``rows`` and per unit ``row``, ``col``, ``x``, ``y`` (top-left pixel in the sheet). Returns the index's
+    URL, or None when the store holds no icon of the layer. Skipped (returning the URL) when the stored sheet
+    already shows exactly these icons, unless ``force``."""
+    group = _canonical_group(model, layer)
+    if present is not None and not force:
+        keys = [k for _, _, k in group_units(model, group, recipe) if k in present]
+        old = store.sprite_index(model.fingerprint, group, recipe)
+        if keys and old and [u.get("key") for u in old.get("units", [])] == keys:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if store.sprite_bytes(model.fingerprint, group, recipe) is not None:
+                    d, rh = store._sprite_rel(model.fingerprint, group, recipe)
+                    return f"{store.url}/{d}/{rh}.json"
+    icons, index = layer_icons(store, model, group, recipe, present)
+    if not icons:
+        return None
+    columns = max(1, math.ceil(math.sqrt(len(icons))))
+    h, w = index["icon_size"]
+    for n, u in enumerate(index["units"]):
+        r, c = divmod(n, columns)
+        u.update(row=r, col=c, x=c * w, y=r * h)
+    index.update(columns=columns, rows=math.ceil(len(icons) / columns))
+    return store.put_sprite(model.fingerprint, group, recipe, _sheet(icons, columns), index)
+
+
+def export_layer(store: IconStore, model, layer: str, recipe: dict, out: str | os.PathLike) -> dict:
+    """Write every icon the store holds for ``layer`` (``"logit"``: classes) to ``out/`` as PNGs
+    (``channel-0005.png``, ``logit-0282.png``) plus ``out/index.json`` (:func:`layer_icons`'s index, with
+    ``file`` per unit). Returns the index."""
+    import json
+
+    out = Path(out)
+    icons, index = layer_icons(store, model, layer, recipe, set(store.keys()))
+    out.mkdir(parents=True, exist_ok=True)
+    for icon, u in zip(icons, index["units"]):
+        name = f"{index['unit_kind']}-{u['index']:04d}.png"
+        icon.to_pil().save(out / name)
+        u["file"] = name
+    (out / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True))
+    return index
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+def _describe(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip()
+    return text if len(text) < 2000 else text[:2000] + "..."
+
+
+def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None = None,
+               units: str | Sequence[str] | None = None, logits: str | Sequence[str] | None = None, *,
+               store: IconStore | str | os.PathLike | None = None, storage_options: dict | None = None,
+               workers: int = 1, threads: int | None = None, device: str | None = None, ray: str | None = None,
+               gpus_per_task: float = 0, ray_init: dict | None = None, batch: int = 8,
+               progress: bool | None = None, sprites: bool = True, verify: bool = False, dry_run: bool = False,
+               shard: str | tuple[int, int] | None = None, loader: Callable[[], Any] | None = None,
+               log: Callable[[str], None] | None = None, **recipe_overrides) -> dict:
+    """Render every planned icon that the store lacks; return a summary dict.
+
+    ``model``: a zoo name, or a :class:`~blocklens.Model` (then workers, which load their own copy, need it to
+    be a zoo model or a picklable ``loader()``). ``layers``/``units``/``logits``: see :func:`plan`. ``store``:
+    an :class:`IconStore`, a directory, an fsspec URL (``storage_options`` for its file system) or None (the
+    default store). ``workers``: local worker processes (0: render in this process); ``threads``: torch
+    threads per worker (default: CPU cores / workers locally, 1 per Ray task); ``device``: ``"cpu"``,
+    ``"cuda"`` (local worker *i* gets GPU *i* mod count) or None/``"auto"``. ``ray``: run batches as Ray
+    tasks instead: ``"auto"`` (the running cluster), an address (``ray://head:10001``), or ``"local"``
+    (start one); an already initialized Ray is used as is; ``gpus_per_task`` reserves GPUs per task.
+    ``batch``: units rendered together. ``progress``: a bar with rate and ETA on stderr (default: when
+    stderr is a terminal). ``sprites``: write each finished layer's sprite sheet. ``verify``: fully check the
+    entries already present (corrupt ones are moved aside and rendered again) instead of trusting the
+    listing. ``dry_run``: plan only. ``shard``: ``"I/N"`` (or ``(I, N)``) keeps only the I-th of N disjoint
+    parts of the plan (split by key), so N runs on N machines share one store without rendering anything
+    twice. ``log``: called with one-line messages. Recipe options (``size``,
+    ``steps``, ``seed``...) as for :func:`blocklens.icons`.
+
+    The summary: ``planned``, ``present`` (already stored), ``to_render``, ``rendered`` (by this run),
+    ``skipped`` (stored by another run meanwhile), ``failed`` (units in batches that raised; ``errors`` says
+    why), ``corrupt`` (found by ``verify``), ``units_per_minute`` (rendered / ``render_seconds``, workers'
+    start-up included; ``first_result_seconds`` is when the first batch came back), per layer the same
+    counts and its ``sprite``, and the ``run`` id that this run's icons carry in their metadata.
+    """
+    from .models import ZOO, load_model
+
+    t_start = time.perf_counter()
+    say = log or (lambda msg: None)
+    if batch < 1:
+        raise BlocklensError(f"batch must be at least 1, got {batch}")
+    if workers < 0:
+        raise BlocklensError(f"workers must be 0 (this process) or more, got {workers}")
+    if threads is not None and threads < 1:
+        raise BlocklensError(f"threads must be at least 1, got {threads}")
+    if device not in (None, "auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise BlocklensError(f"device must be auto, cpu or cuda, got {device!r}")
+    recipe = recipe_for(**recipe_overrides)
+    remote = ray is not None or workers > 0
+    if isinstance(model, str):
+        model_name = model
+        if loader is not None:
+            model = loader()
+        else:  # in this process, on the device asked for; workers load their own copy
+            model = load_model(model, device="cpu" if remote else _local_devices(device, 1)[0])
+    else:
+        model_name = model.name
+    if remote and loader is None and model_name.strip().lower().replace("-", "_") not in ZOO:
+        raise BlocklensError(f"model {model_name!r} is not a zoo model, so workers cannot load it: pass "
+                             "loader= (a picklable function returning it) or workers=0")
+    if not isinstance(store, IconStore):
+        store = IconStore(store, storage_options=storage_options)
+    if ray is not None and device == "cuda" and not gpus_per_task:
+        gpus_per_task = 1  # Ray shows a task only the GPUs it reserved
+    planned = plan(model, layers, units, logits, recipe)
+    if not planned:
+        raise BlocklensError("nothing to precompute: no layer or class was selected")
+    if shard is not None:
+        part, parts = parse_shard(shard)
+        planned = [u for u in planned if int(u.key[:12], 16) % parts == part]
+
+    listed = set(store.keys())
+    corrupt: list[str] = []
+    if verify:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for u in planned:
+                if u.key in listed and store.get(u.key) is None:
+                    corrupt.append(u.key)
+                    listed.discard(u.key)
+    present = {u.key for u in planned if u.key in listed}
+    todo = [u for u in planned if u.key not in present]
+    groups = list(dict.fromkeys(u.group for u in planned if u.group is not None))
+    layer_names = list(dict.fromkeys(u.group or u.layer for u in planned))
+    per_layer = {name: {"planned": 0, "present": 0, "rendered": 0, "skipped": 0, "failed": 0, "sprite": None}
+                 for name in layer_names}
+    for u in planned:
+        row = per_layer[u.group or u.layer]
+        row["planned"] += 1
+        row["present"] += u.key in present
+
+    run = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
+    write_in_workers = store.shared or not remote
+    if threads is None and ray is None and workers > 0:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    jobs = [Job(i, b, model_name, model.fingerprint, recipe, store.url, dict(store.storage_options),
+                write=write_in_workers, recheck=write_in_workers, run=run,
+                device=None if device in (None, "auto") or ray is None else device, threads=threads, loader=loader)
+            for i, b in enumerate(_batches(todo, batch))]
+    backend = "ray" if ray is not None else ("local" if workers > 0 else "inline")
+    summary: dict[str, Any] = {
+        "model": model_name, "fingerprint": model.fingerprint, "store": store.url, "recipe": recipe,
+        "recipe_hash": recipe_hash(recipe), "backend": backend, "workers": workers if ray is None else None,
+        "ray": ray, "threads": threads, "batch": batch,
+        "shard": None if shard is None else "%d/%d" % parse_shard(shard), "run": run, "planned": len(planned),
+        "present": len(present), "to_render": len(todo), "batches": len(jobs), "rendered": 0, "skipped": 0,
+        "failed": 0, "corrupt": len(corrupt), "errors": [], "layers": per_layer, "sprites": {},
+    }
+    how = {"ray": f"Ray tasks ({ray})", "local": f"{workers} worker process{'es' if workers != 1 else ''}",
+           "inline": "this process"}[backend]
+    if ray is not None and store.is_local and ray not in ("local",):
+        say(f"note: the store is the folder {store.url}; Ray workers on other machines write to their own disks "
+            "unless it is a network folder mounted at the same path everywhere (else use an object store URL)")
+    say(f"{len(planned)} icons planned in {len(layer_names)} layer(s) of {model_name}, {len(present)} already in "
+        f"{store.url}; {len(todo)} to render in {len(jobs)} batches on {how}")
+    if dry_run:
+        summary.update(seconds=round(time.perf_counter() - t_start, 3), render_seconds=0.0, first_result_seconds=None,
+                       units_per_minute=None)
+        return summary
+
+    remaining = {g: 0 for g in groups}
+    for u in todo:
+        if u.group is not None:
+            remaining[u.group] += 1
+
+    def sprite(group: str) -> None:
+        if not sprites:
+            return
+        try:
+            url = write_sprite(store, model, group, recipe, present)
+        except Exception as e:  # a sheet is a convenience: report it, keep the run going
+            summary["errors"].append({"sprite": group, "error": _describe(e)})
+            say(f"sprite of {group} failed: {_describe(e)}")
+            return
+        summary["sprites"][group] = url
+        if group in per_layer:
+            per_layer[group]["sprite"] = url
+
+    for g in groups:
+        if remaining[g] == 0:
+            sprite(g)
+
+    show = sys.stderr.isatty() if progress is None else progress
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc=f"precompute {model_name}", unit="icon", disable=not show or not todo,
+               smoothing=0.05, dynamic_ncols=True)
+
+    def finish(job: Job) -> None:
+        for u in job.units:
+            if u.group is not None:
+                remaining[u.group] -= 1
+                if remaining[u.group] == 0:
+                    sprite(u.group)
+
+    first: list[float] = []
+
+    def on_result(job: Job, res: dict) -> None:
+        if not first:
+            first.append(time.perf_counter() - t_render)
+        for key, pixels, meta in res.get("entries") or ():
+            store.put(key, pixels, meta)
+        if backend != "inline" and write_in_workers:
+            unseen = [k for k in res["rendered"] if not store.exists(k)]
+            if unseen:  # e.g. Ray workers on other machines writing to their own disks
+                raise_unseen = BlocklensError(
+                    f"worker {res.get('pid')} on {res.get('host')} rendered {len(unseen)} icons that this process "
+                    f"does not find in {store.url}: on several machines the store must be one they all reach (an "
+                    "object store URL such as s3://bucket/icons, or a network folder mounted at the same path)")
+                on_error(job, raise_unseen)
+                return
+        done = set(res["rendered"]) | set(res["skipped"])
+        present.update(done)
+        summary["rendered"] += len(res["rendered"])
+        summary["skipped"] += len(res["skipped"])
+        rendered = set(res["rendered"])
+        for u in job.units:
+            per_layer[u.group or u.layer]["rendered" if u.key in rendered else "skipped"] += 1
+        bar.update(len(job.units))
+        finish(job)
+
+    def on_error(job: Job, e: BaseException) -> None:
+        summary["failed"] += len(job.units)
+        for u in job.units:
+            per_layer[u.group or u.layer]["failed"] += 1
+        summary["errors"].append({"batch": job.index, "layer": job.units[0].layer,
+                                  "units": [u.spec for u in job.units], "error": _describe(e)})
+        say(f"batch {job.index} ({job.units[0].spec}..) failed: {_describe(e)}")
+        bar.update(len(job.units))
+        finish(job)
+
+    t_render = time.perf_counter()
+    try:
+        if not jobs:
+            pass
+        elif ray is not None:
+            _run_ray(jobs, ray, threads, gpus_per_task, on_result, on_error, ray_init)
+        elif workers > 0:
+            _run_local(jobs, workers, threads, device, on_result, on_error)
+        else:
+            for job in jobs:
+                try:
+                    res = _execute(job, model, store)
+                except Exception as e:
+                    on_error(job, e)
+                else:
+                    on_result(job, res)
+    finally:
+        bar.close()
+    render_seconds = time.perf_counter() - t_render
+    summary["render_seconds"] = round(render_seconds, 3)
+    summary["first_result_seconds"] = round(first[0], 3) if first else None
+    summary["seconds"] = round(time.perf_counter() - t_start, 3)
+    summary["units_per_minute"] = (round(60.0 * summary["rendered"] / render_seconds, 2)
+                                   if summary["rendered"] and render_seconds > 0 else None)
+    say(f"rendered {summary['rendered']} icons in {render_seconds:.1f} s"
+        + (f" ({summary['units_per_minute']:.1f}/min)" if summary["units_per_minute"] else "")
+        + (f", {summary['skipped']} stored meanwhile by another run" if summary["skipped"] else "")
+        + (f", {summary['failed']} FAILED (run again to retry them)" if summary["failed"] else ""))
+    return summary
