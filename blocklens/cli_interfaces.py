@@ -83,6 +83,7 @@ def cmd_explain(args) -> int:
     from .explain import explain
     from .images import bundled_images, load_image
     from .models import load_model
+    from .store import IconStore
 
     source = args.image
     path = Path(source)
@@ -103,7 +104,7 @@ def cmd_explain(args) -> int:
               "or are rendered now", file=sys.stderr)
     result = explain(image, model=model, layers=_split(args.layers), classes=_split(args.classes),
                      n_groups=args.groups, preset=args.preset, store=args.store, progress=progress)
-    result.save_html(out)
+    result.save_html(out, store=IconStore(args.store))  # layer sprite sheets from a precompute, if any
     if args.folder:
         result.save(args.folder)
     elapsed = time.perf_counter() - t0

@@ -203,3 +203,24 @@ def test_notebook_output_shows_the_views(page, console, tiny_explanation):
     assert frame.locator("#groups .group-card").count() > 0
     # the frame grows to fit its content (the outer script listens to the frame's height)
     expect(page.locator("iframe.blocklens-frame")).to_have_attribute("style", re.compile(r"height: ?\d{4}px"))
+
+
+def test_report_cuts_icons_from_a_layer_sprite_sheet(page, console, lite0, tiny_explanation, tmp_path):
+    import shutil
+
+    from blocklens.iconcache import recipe_for
+    from blocklens.precompute import write_sprite
+    from blocklens.store import IconStore
+    from conftest import TINY_ICONS
+
+    e, src = tiny_explanation
+    shutil.copytree(src, tmp_path / "store")
+    store = IconStore(tmp_path / "store")
+    write_sprite(store, lite0, "blocks.7", recipe_for(**TINY_ICONS))
+    path = e.save_html(tmp_path / "sprites.html", store=store)
+    page.goto(path.as_uri())
+    page.wait_for_selector("#blocklens[data-sprites='1']")
+    assert page.locator("img.icon.pending").count() == 0
+    first = page.locator("#classes .chan img.icon").first
+    assert first.get_attribute("src").startswith("data:image/png")
+    assert first.evaluate("img => img.complete && img.naturalWidth") == 32

@@ -146,3 +146,39 @@ def test_errors_are_clear_and_leave_the_server_healthy(live_server, monkeypatch)
     monkeypatch.undo()
     assert httpx.get(url + "/api/health").json()["ok"]
     assert post(url, image="dog").status_code == 200
+
+
+def test_layer_sprite_sheets_replace_single_icons(lite0, tiny_explanation, tmp_path):
+    """With a precompute's sprite sheet in the store, the page gets one picture for the layer (and the report
+    inlines it once) instead of one request per icon."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from blocklens.iconcache import recipe_for
+    from blocklens.precompute import write_sprite
+    from blocklens.store import IconStore
+    from blocklens.web.server import BlocklensApp, create_app
+    from conftest import TINY_GRID, TINY_ICONS
+
+    e, src = tiny_explanation
+    shutil.copytree(src, tmp_path / "store")
+    store = IconStore(tmp_path / "store")
+    assert write_sprite(store, lite0, "blocks.7", recipe_for(**TINY_ICONS))
+    state = BlocklensApp(store=store, preset="default", icon_recipe=TINY_ICONS, grid_recipe=TINY_GRID, render=False)
+    with TestClient(create_app(state)) as client:
+        doc = client.post("/api/explain", params={"image": "dog"}).json()
+        (sprite,) = doc["sprites"]
+        assert sprite["layer"] == "blocks.7"
+        shown = set(doc["layers"][0]["channel_icons"].values())
+        assert set(sprite["cells"]) == shown  # every blocks.7 channel icon is cut from the sheet
+        assert all(doc["icons"][k] is None for k in shown)
+        assert all(doc["icons"][k] for k in doc["layers"][1]["channel_icons"].values())
+        png = client.get(sprite["url"])
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        sheet = Image.open(io.BytesIO(png.content))
+        x, y = next(iter(sprite["cells"].values()))
+        assert sheet.size[0] >= x + 32 and sheet.size[1] >= y + 32
+        assert client.get(sprite["url"].replace("blocks.7", "..")).status_code in (400, 404)
+        report = client.get(f"/api/explanations/{doc['id']}/report.html").text
+        assert report.count("data:image/png;base64,") < len(e.icons)  # the sheet, not every icon of the layer

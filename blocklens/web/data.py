@@ -12,7 +12,9 @@ Layout (``version`` 1)::
                        attribution (k, n), relative_error, icons [key...]}}},
                grid {key, shape, cell, magnitude (H, W)} or null
     flows[i]: from, to, spatial (H2, W2, H1, W1), groups {k: (k, k)}
-    icons: {key: URL or null}  (null: not rendered yet; the app fills them in as they arrive)
+    icons: {key: URL or null}  (null: not rendered yet, or cut from a sprite sheet; the page fills them in)
+    sprites: [{layer, url, icon_size [H, W], cells {key: [x, y]}}]: per-layer sheets written by
+             ``blocklens precompute``; one picture per layer instead of one request per icon
 
 URLs are whatever ``icon_url(key, icon)`` returns: ``/api/icons/<key>.png`` in the app, ``data:`` URIs in the
 report.
@@ -42,10 +44,36 @@ def png_data_uri(img, fmt: str = "PNG", **save) -> str:
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def layer_sprites(expl, store, sprite_url: Callable[[str, str, dict], str]) -> list[dict]:
+    """The sprite sheets ``store`` holds for the explanation's layers at its icon recipe, as page-document
+    entries; only the cells of icons the views show. ``sprite_url(layer, recipe_hash, index)`` names the
+    sheet's URL (a route of the app, or a ``data:`` URI)."""
+    from ..iconcache import recipe_for
+
+    recipe = recipe_for(**expl.recipe.get("icons", {}))
+    out = []
+    for lr in expl.layers:
+        try:
+            index = store.sprite_index(expl.fingerprint, lr.layer, recipe)
+        except Exception:  # a store without sprites, or a damaged index: the icons are served one by one
+            index = None
+        if not index or not index.get("units"):
+            continue
+        wanted = set(expl.icon_index.get(lr.layer, {}).get("channels", {}).values())
+        cells = {u["key"]: [int(u["x"]), int(u["y"])] for u in index["units"] if u.get("key") in wanted}
+        if not cells:
+            continue
+        url = sprite_url(lr.layer, index["recipe_hash"], index)
+        if url:
+            out.append({"layer": lr.layer, "url": url, "icon_size": list(index["icon_size"]), "cells": cells})
+    return out
+
+
 def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: str | None,
-              grid_url: Callable[[str, object], str | None] | None = None) -> dict:
+              grid_url: Callable[[str, object], str | None] | None = None, sprites: list[dict] | None = None) -> dict:
     """The page document for ``expl``. ``icon_url(key, icon_or_None)`` gives each icon's URL (None: not ready);
-    ``grid_url(key, grid_or_None)`` each activation grid's picture; ``image_url`` the photo's."""
+    ``grid_url(key, grid_or_None)`` each activation grid's picture; ``image_url`` the photo's; ``sprites`` (see
+    :func:`layer_sprites`) sheets whose cells replace single icons."""
     layers = []
     keys: list[str] = []
     for lr in expl.layers:
@@ -79,6 +107,7 @@ def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: st
                        "options": options},
             "grid": grid,
         })
+    in_sprites = {k for s in (sprites or []) for k in s["cells"]}
     flows = [{"from": f["from"], "to": f["to"], "spatial": to_jsonable(f["spatial"]),
               "groups": {str(k): to_jsonable(v) for k, v in f.get("groups_by_k", {}).items()}}
              for f in expl.flows]
@@ -88,5 +117,6 @@ def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: st
         "classes": [int(c) for c in expl.classes],
         "labels": {str(c): p["label"] for c, p in zip(expl.classes, expl.predictions)},
         "pair": [int(c) for c in expl.pair], "layers": layers, "flows": flows,
-        "icons": {k: icon_url(k, expl.icons.get(k)) for k in dict.fromkeys(keys)},
+        "icons": {k: (None if k in in_sprites else icon_url(k, expl.icons.get(k))) for k in dict.fromkeys(keys)},
+        "sprites": sprites or [],
     }

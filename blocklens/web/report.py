@@ -3,12 +3,13 @@ stylesheet and the bundled front end inline. It opens from file:// with the netw
 Policy forbids every fetch, so it cannot reach out even by accident."""
 from __future__ import annotations
 
+import base64
 import html
 import json
 from pathlib import Path
 
 from .bundle import bundle, stylesheet
-from .data import page_data, png_data_uri
+from .data import layer_sprites, page_data, png_data_uri
 
 CSP = ("default-src 'none'; img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
@@ -20,16 +21,23 @@ def script_json(obj) -> str:
         "&", "\\u0026")
 
 
-def inline_data(expl) -> dict:
-    """The page document with every picture as a ``data:`` URI (icons PNG, grids and photo JPEG)."""
+def inline_data(expl, store=None) -> dict:
+    """The page document with every picture as a ``data:`` URI (icons PNG, grids and photo JPEG). With a
+    ``store`` that holds a layer's sprite sheet (``blocklens precompute``), the sheet is inlined once instead
+    of that layer's single icons."""
     def icon(key, ic):
         return png_data_uri(ic.to_pil()) if ic is not None else None
 
     def grid(key, g):
         return png_data_uri(g.image(), "JPEG", quality=90) if g is not None else None
 
+    def sheet(layer, rh, index):
+        got = store.sprite_bytes(expl.fingerprint, layer, rh)
+        return "data:image/png;base64," + base64.b64encode(got[0]).decode("ascii") if got else None
+
+    sprites = layer_sprites(expl, store, sheet) if store is not None else None
     image = png_data_uri(expl.crop.convert("RGB"), "JPEG", quality=92) if expl.crop is not None else None
-    return page_data(expl, icon, image, grid)
+    return page_data(expl, icon, image, grid, sprites)
 
 
 def page_html(data: dict, title: str, *, extra_head: str = "", after: str = "") -> str:
@@ -53,16 +61,16 @@ def title_for(expl) -> str:
     return f"blocklens · {top['label']} ({100 * top['prob']:.0f}%) · {expl.model}"
 
 
-def report_html(expl, title: str | None = None) -> str:
-    """The report as a string (see the module docstring)."""
-    return page_html(inline_data(expl), title or title_for(expl))
+def report_html(expl, title: str | None = None, store=None) -> str:
+    """The report as a string (see the module docstring); ``store``: read layer sprite sheets from it."""
+    return page_html(inline_data(expl, store), title or title_for(expl))
 
 
-def save_report(expl, path: str | Path, title: str | None = None) -> Path:
+def save_report(expl, path: str | Path, title: str | None = None, store=None) -> Path:
     """Write the report; the file is written whole to a temporary name first, then renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(report_html(expl, title), encoding="utf-8")
+    tmp.write_text(report_html(expl, title, store), encoding="utf-8")
     tmp.replace(path)
     return path

@@ -33,7 +33,7 @@ from ..errors import BlocklensError
 from ..images import ImageError, bundled_images, load_image
 from ..store import IconStore
 from .bundle import STATIC
-from .data import page_data
+from .data import layer_sprites, page_data
 
 log = logging.getLogger("blocklens.web")
 
@@ -43,6 +43,7 @@ MAX_LAYERS = 4
 BATCH = 8  # icons rendered together by a job
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[0-9a-f]{20}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 class HTTPError(Exception):
@@ -227,9 +228,12 @@ class BlocklensApp:
 
     def document(self, ident: str, entry: Entry) -> dict:
         with entry.lock:
-            doc = page_data(entry.explanation, lambda k, icon: f"api/icons/{k}.png" if icon is not None else None,
+            expl = entry.explanation
+            sprites = layer_sprites(expl, self.store,
+                                    lambda layer, rh, index: f"api/sprites/{expl.fingerprint}/{layer}/{rh}.png")
+            doc = page_data(expl, lambda k, icon: f"api/icons/{k}.png" if icon is not None else None,
                             f"api/explanations/{ident}/image.png",
-                            lambda k, grid: f"api/icons/{k}.png" if grid is not None else None)
+                            lambda k, grid: f"api/icons/{k}.png" if grid is not None else None, sprites)
         doc["id"] = ident
         doc["job"] = entry.job if entry.job and self.jobs[entry.job].state in ("queued", "running") else None
         return doc
@@ -296,6 +300,15 @@ class BlocklensApp:
         buf = io.BytesIO()
         icon.to_pil().save(buf, format="PNG")
         return buf.getvalue()
+
+    def sprite_png(self, fingerprint: str, layer: str, name: str) -> bytes:
+        rh = name[:-4] if name.endswith(".png") else name
+        if not (_NAME.match(fingerprint) and _NAME.match(layer) and re.match(r"^[0-9a-f]{16}$", rh)):
+            raise HTTPError(404, "sprite sheets are addressed as /api/sprites/<fingerprint>/<layer>/<recipe hash>.png")
+        got = self.store.sprite_bytes(fingerprint, layer, rh)
+        if got is None:
+            raise HTTPError(404, f"the store has no sprite sheet of {layer!r} for recipe {rh}")
+        return got[0]
 
     def close(self) -> None:
         self._renderer.shutdown(wait=False, cancel_futures=True)
@@ -408,7 +421,7 @@ def create_app(state: BlocklensApp | None = None, **kw):
 
         entry = state.entry(ident)
         with entry.lock:
-            text = report_html(entry.explanation)
+            text = report_html(entry.explanation, store=state.store)
         name = re.sub(r"[^a-z0-9]+", "-", title_for(entry.explanation).lower()).strip("-")[:60]
         return Response(text, media_type="text/html",
                         headers={"Content-Disposition": f'attachment; filename="{name}.html"'})
@@ -416,6 +429,11 @@ def create_app(state: BlocklensApp | None = None, **kw):
     @app.get("/api/jobs/{ident}")
     def job(ident: str, since: int = 0):
         return state.job(ident).status(max(0, since))
+
+    @app.get("/api/sprites/{fingerprint}/{layer}/{name}")
+    def sprite(fingerprint: str, layer: str, name: str):
+        return Response(state.sprite_png(fingerprint, layer, name), media_type="image/png",
+                        headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/icons/{name}")
     def icon(name: str):

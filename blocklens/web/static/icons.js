@@ -18,3 +18,26 @@ export function refreshIcons(root, icons) {
   }
   return filled;
 }
+
+// Sprite sheets (one picture per layer, written by `blocklens precompute`): cut each cell into its own image
+// and hand the URLs to onIcons({key: url}).
+export function loadSprites(sprites, onIcons) {
+  for (const s of sprites || []) {
+    const sheet = new Image();
+    sheet.onload = () => {
+      const [h, w] = s.icon_size;
+      const canvas = document.createElement("canvas");
+      canvas.width = w;
+      canvas.height = h;
+      const g = canvas.getContext("2d");
+      const out = {};
+      for (const [key, [x, y]] of Object.entries(s.cells)) {
+        g.clearRect(0, 0, w, h);
+        g.drawImage(sheet, x, y, w, h, 0, 0, w, h);
+        out[key] = canvas.toDataURL("image/png");
+      }
+      onIcons(out);
+    };
+    sheet.src = s.url;
+  }
+}

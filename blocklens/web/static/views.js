@@ -1,7 +1,7 @@
 // Every view of one explanation, mounted into one element. The page document (see blocklens/web/data.py) holds
 // all numbers, so every hover is answered here without a round trip.
 import { el, decodeF32, rgb, POS } from "./util.js";
-import { refreshIcons } from "./icons.js";
+import { refreshIcons, loadSprites } from "./icons.js";
 import { classesView } from "./classes.js";
 import { dictionaryView } from "./dictionary.js";
 import { gridsView } from "./grids.js";
@@ -23,11 +23,16 @@ export function mountViews(root, data) {
   const grids = gridsView(ctx);
   root.replaceChildren(header, classesView(ctx), dictionaryView(ctx), grids.root, spatialView(ctx), groupsView(ctx));
   root.dataset.ready = "1";
+  loadSprites(data.sprites, (icons) => {
+    Object.assign(ctx.icons, icons);
+    refreshIcons(root, ctx.icons);
+    root.dataset.sprites = String(Number(root.dataset.sprites || 0) + 1);
+  });
   return {
     ctx,
     // new icon URLs (key -> URL) arrived: fill the placeholders
     setIcons(icons) {
-      Object.assign(ctx.icons, icons);
+      for (const [k, v] of Object.entries(icons)) if (v) ctx.icons[k] = v;
       return refreshIcons(root, ctx.icons);
     },
     // a layer's grid arrived: {layer: grid}
