@@ -163,6 +163,14 @@ def test_app_upload_gets_its_views(page, console, live_server, tmp_path):
     page.locator("#upload").set_input_files(str(path))
     expect(page.locator("#summary .pred-label").first).to_have_text("tiger cat", timeout=60000)
     # the icons this image needs render in the background, with progress, and fill in
+    try:  # a picture of the page while it renders, when we catch it (tiny recipes finish in seconds)
+        expect(page.locator("#status-text")).to_contain_text("rendering", timeout=5000)
+        shot(page.locator("body"), "app-rendering")
+        # placeholders are a blank pixel with no alt text: no broken-image glyphs while icons are on their way
+        assert page.locator("img.icon.pending").evaluate_all(
+            "imgs => imgs.every(i => i.alt === '' && i.src.startsWith('data:image/gif'))")
+    except AssertionError:
+        pass
     expect(page.locator("#status-text")).to_have_text(re.compile("^ready"), timeout=120000)
     assert page.locator("img.icon.pending").count() == 0
     assert page.locator("#grids .grid-canvas").count() == 2

@@ -2,11 +2,14 @@
 // arrives (the app renders missing icons in the background and calls refreshIcons).
 import { el } from "./util.js";
 
+// a transparent pixel: a pending icon shows its striped background, not a broken-image glyph and alt text
+const BLANK = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7";
+
 export function iconImg(icons, key, label, size = 56) {
   const url = key ? icons[key] : null;
-  const img = el("img", { class: url ? "icon" : "icon pending", alt: label || "", title: label || "",
-    width: size, height: size, "data-icon": key || "" });
-  if (url) img.src = url;
+  const img = el("img", { class: url ? "icon" : "icon pending", alt: url ? label || "" : "", title: label || "",
+    width: size, height: size, "data-icon": key || "", "data-label": label || "" });
+  img.src = url || BLANK;
   return img;
 }
 
@@ -14,7 +17,7 @@ export function refreshIcons(root, icons) {
   let filled = 0;
   for (const img of root.querySelectorAll("img.icon.pending")) {
     const url = icons[img.dataset.icon];
-    if (url) { img.src = url; img.classList.remove("pending"); filled++; }
+    if (url) { img.src = url; img.alt = img.dataset.label; img.classList.remove("pending"); filled++; }
   }
   return filled;
 }
