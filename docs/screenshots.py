@@ -23,6 +23,33 @@ def hover_cell(page, overlay, x, y, h, w):
     page.mouse.move(box["x"] + (x + 0.5) * box["width"] / w, box["y"] + (y + 0.5) * box["height"] / h)
 
 
+def start_app(preset):
+    """The web app on a free port of 127.0.0.1 in a thread; returns (url, stop)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from blocklens.web.server import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(preset=preset), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+
+    def stop():
+        server.should_exit = True
+        thread.join(10)
+
+    return f"http://127.0.0.1:{port}/", stop
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default="dog")
@@ -58,6 +85,16 @@ def main():
 
         page.locator("#groups .group-layer").nth(1).locator(".group-card").nth(0).hover()
         page.locator("#groups").screenshot(path=str(DOCS / "ui_groups.png"))
+
+        # the app: its controls above the same views
+        url, stop = start_app(args.preset)
+        try:
+            page.goto(url)
+            page.wait_for_selector("#blocklens[data-ready]")
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(DOCS / "ui_app.png"))
+        finally:
+            stop()
         browser.close()
     print("wrote", ", ".join(sorted(p.name for p in DOCS.glob("ui_*.png"))))
 
