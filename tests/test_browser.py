@@ -232,3 +232,24 @@ def test_report_cuts_icons_from_a_layer_sprite_sheet(page, console, lite0, tiny_
     first = page.locator("#classes .chan img.icon").first
     assert first.get_attribute("src").startswith("data:image/png")
     assert first.evaluate("img => img.complete && img.naturalWidth") == 32
+
+
+def test_three_layers_middle_position_shows_both_directions(page, console, lite0, tmp_path):
+    from conftest import TINY_GRID, TINY_ICONS
+
+    e = bl.explain(bl.bundled_image("chelsea"), model=lite0, layers=["blocks.5", "blocks.9", "blocks.13"],
+                   store=tmp_path / "store", progress=False, group_counts=[3], n_groups=3, icon_recipe=TINY_ICONS,
+                   grid_recipe=TINY_GRID)
+    page.goto(e.save_html(tmp_path / "three.html").as_uri())
+    page.wait_for_selector("#blocklens[data-ready]")
+    overlays = page.locator("#spatial .overlay")
+    assert overlays.count() == 3
+    hover_cell(page, overlays.nth(1), 5, 6, e.layers[1].shape[1:])
+    captions = page.locator("#spatial .caption")
+    assert captions.nth(0).inner_text() == "blocks.5: influences blocks.9 at (5, 6)"
+    assert captions.nth(2).inner_text() == "blocks.13: influenced by blocks.9 at (5, 6)"
+    # the flow diagram: three layers of groups, then the classes
+    assert page.locator("#groups .sankey-svg .node").count() == 3 * 3 + 5
+    labels = page.locator("#groups .sankey-svg .col-label").evaluate_all("ts => ts.map(t => t.textContent)")
+    assert labels == ["blocks.5", "blocks.9", "blocks.13", "classes"]
+    shot(page.locator("#spatial"), "three-layers-spatial")
