@@ -187,3 +187,24 @@ def test_layer_sprite_sheets_replace_single_icons(lite0, tiny_explanation, tmp_p
         assert client.get(sprite["url"].replace("blocks.7", "..")).status_code in (400, 404)
         report = client.get(f"/api/explanations/{doc['id']}/report.html").text
         assert report.count("data:image/png;base64,") < len(e.icons)  # the sheet, not every icon of the layer
+
+
+def test_a_failed_render_job_is_reported_and_retried(live_server, monkeypatch):
+    import sys
+
+    url = live_server.url
+    explain_module = sys.modules["blocklens.explain"]
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated renderer failure")
+
+    monkeypatch.setattr(explain_module, "cached_grid", broken)
+    doc = post(url, image="giraffe").json()
+    statuses = wait_job(url, doc["job"])
+    assert statuses[-1]["state"] == "error" and "simulated renderer failure" in statuses[-1]["error"]
+    assert httpx.get(url + "/api/health").json()["ok"]
+    monkeypatch.undo()
+    again = post(url, image="giraffe").json()
+    assert again["id"] == doc["id"] and again["job"] and again["job"] != doc["job"]
+    assert wait_job(url, again["job"])[-1]["state"] == "done"
+    assert all(L["grid"]["url"] for L in httpx.get(f"{url}/api/explanations/{doc['id']}").json()["layers"])

@@ -41,6 +41,7 @@ MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
 MAX_LAYERS = 4
 BATCH = 16  # icons rendered together by a job (as explain renders them)
+MAX_JOBS = 256  # finished jobs beyond this many are forgotten, oldest first
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[0-9a-f]{20}$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -203,28 +204,35 @@ class BlocklensApp:
         digest = hashlib.sha256(prep.x.numpy().tobytes()).hexdigest()
         recipe = (self.preset, sorted(self.icon_recipe.items()), sorted(self.grid_recipe.items()))
         ident = hashlib.sha256(repr((m.name, digest, layers, classes, recipe)).encode()).hexdigest()[:20]
+        entry = self._cached_or_build(ident, lambda: Entry(
+            explain(prep, model=m, layers=layers, classes=classes, preset=self.preset, icon_recipe=self.icon_recipe,
+                    grid_recipe=self.grid_recipe, icons="cached", grids="cached", store=self.store,
+                    progress=False), prep, m.name), lock)
+        if self.render and entry.explanation.missing:  # also restarts a job that failed before
+            self.start_job(ident, entry)
+        return ident, entry
+
+    def _cached_or_build(self, ident: str, build, model_lock) -> Entry:
         with self._lock:
             if ident in self._entries:
                 self._entries.move_to_end(ident)
-                return ident, self._entries[ident]
+                return self._entries[ident]
             building = self._building.setdefault(ident, threading.Lock())
-        with building:  # one computation per explanation, however many ask at once
+        try:
+            with building:  # one computation per explanation, however many ask at once
+                with self._lock:
+                    if ident in self._entries:
+                        return self._entries[ident]
+                with model_lock:
+                    entry = build()
+                with self._lock:
+                    self._entries[ident] = entry
+                    while len(self._entries) > self.max_explanations:
+                        self._entries.popitem(last=False)
+                return entry
+        finally:
             with self._lock:
-                if ident in self._entries:
-                    return ident, self._entries[ident]
-            with lock:
-                expl = explain(prep, model=m, layers=layers, classes=classes, preset=self.preset,
-                               icon_recipe=self.icon_recipe, grid_recipe=self.grid_recipe,
-                               icons="cached", grids="cached", store=self.store, progress=False)
-            entry = Entry(expl, prep, m.name)
-            with self._lock:
-                self._entries[ident] = entry
-                while len(self._entries) > self.max_explanations:
-                    self._entries.popitem(last=False)
                 self._building.pop(ident, None)
-        if self.render and expl.missing:
-            self.start_job(ident, entry)
-        return ident, entry
 
     def entry(self, ident: str) -> Entry:
         if not _ID.match(ident or ""):
@@ -258,6 +266,9 @@ class BlocklensApp:
             grids = [l.layer for l in expl.layers if l.grid is None]
             job = Job(uuid.uuid4().hex[:20], ident, keys, grids)
             self.jobs[job.id] = job
+            done = [j for j in self.jobs.values() if j.state in ("done", "error")]
+            for old in sorted(done, key=lambda j: j.started)[:max(0, len(self.jobs) - MAX_JOBS)]:
+                del self.jobs[old.id]
             entry.job = job.id
         self._renderer.submit(self._run_job, job, entry)
         return job
