@@ -105,14 +105,21 @@ def _version() -> str:
     return __version__
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
+def _int_at_least(low: int, words: str):
+    """An argparse type: an integer >= ``low`` (``words`` says the bound in the error)."""
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be {words}, got {v}")
+        return v
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "at least 1")
 
 
 def resolve_image_arg(arg: str) -> Path:

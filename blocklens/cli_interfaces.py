@@ -81,15 +81,14 @@ def cmd_explain(args) -> int:
     import time
 
     from .explain import explain
+    from .cli import resolve_image_arg
     from .images import bundled_images, load_image
     from .models import load_model
     from .store import IconStore
 
     source = args.image
-    path = Path(source)
-    if not path.exists() and source in bundled_images():
-        path = bundled_images()[source]
-    elif not path.exists():
+    path = resolve_image_arg(source)
+    if not path.exists():
         raise BlocklensError(f"no file {source!r}, and it is not a bundled photo "
                              f"({', '.join(bundled_images())})")
     image = load_image(path)

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from .cli import _int_at_least, _positive_int
 from .errors import BlocklensError
 
 PRECOMPUTE_EXAMPLES = """\
@@ -29,21 +30,6 @@ examples:
 """
 
 
-def _int_at_least(low: int, words: str):
-    """An argparse type: an integer >= ``low`` (``words`` says the bound in the error)."""
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be {words}, got {v}")
-        return v
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "at least 1")
 _nonneg_int = _int_at_least(0, "0 or more")
 
 
