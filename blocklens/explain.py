@@ -231,7 +231,6 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     times["predict"] = time.perf_counter() - t0
 
     layer_results = []
-    acts = model.activations(prep.x, names)
     for name in names:
         t = time.perf_counter()
         dictionary = semantic_dictionary(model, prep, name)
@@ -248,7 +247,7 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
         options = {k: neuron_groups(model, prep, name, n_groups=k, classes=cls) for k in counts if k <= channels}
         groups = options.get(n_groups) or options[max(options)]
         layer_results.append(LayerExplanation(name, model.layer(name).shape, dictionary, per_class, pair, spatial,
-                                              groups, acts[name][0].float().numpy(), options))
+                                              groups, act.detach().float().cpu().numpy(), options))
         times[f"analyses {name}"] = time.perf_counter() - t
 
     flows = []
@@ -257,8 +256,10 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
         l2l = spatial_attribution(model, prep, a.layer, b.layer)
         by_k = {k: group_attribution(model, prep, a.group_options[k], b.group_options[k])
                 for k in a.group_options if k in b.group_options}
+        same_k = a.groups.n_groups == b.groups.n_groups and a.groups.n_groups in by_k
+        default = by_k[a.groups.n_groups] if same_k else group_attribution(model, prep, a.groups, b.groups)
         flows.append({"from": a.layer, "to": b.layer, "spatial_scale": l2l.scale, "spatial": l2l.maps,
-                      "groups": group_attribution(model, prep, a.groups, b.groups), "groups_by_k": by_k})
+                      "groups": default, "groups_by_k": by_k})
         times[f"flow {a.layer}->{b.layer}"] = time.perf_counter() - t
 
     result = Explanation(model.name, model.fingerprint, _image_sha(prep.x), prep.crop, predictions, cls,
@@ -273,29 +274,35 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     return result
 
 
+def _layer_targets(model, lr: LayerExplanation, channels) -> tuple[dict, dict]:
+    """Icon targets of one layer: ``{channel: target}`` for ``channels`` and ``{k: [target per group]}`` for the
+    direction of every group at every group count."""
+    from .optvis.targets import channel_target, direction_target
+
+    return ({c: channel_target(model, lr.layer, c) for c in channels},
+            {k: [direction_target(model, lr.layer, v) for v in g.channel] for k, g in lr.group_options.items()})
+
+
 def _plan(model, result: Explanation) -> None:
     """The store key of every icon the views show: channels of each layer (:meth:`LayerExplanation.shown_channels`)
     and the direction of every group at every group count; and each layer's grid key."""
     from .iconcache import icon_key_for, recipe_for
-    from .optvis.targets import channel_target, direction_target
 
     recipe = recipe_for(**result.recipe["icons"])
     for lr in result.layers:
-        channels = {c: icon_key_for(model, channel_target(model, lr.layer, c), recipe) for c in lr.shown_channels()}
-        groups = {k: [icon_key_for(model, direction_target(model, lr.layer, v), recipe) for v in g.channel]
-                  for k, g in lr.group_options.items()}
-        result.icon_index[lr.layer] = {"channels": channels, "groups": groups}
+        channels, groups = _layer_targets(model, lr, lr.shown_channels())
+        result.icon_index[lr.layer] = {
+            "channels": {c: icon_key_for(model, t, recipe) for c, t in channels.items()},
+            "groups": {k: [icon_key_for(model, t, recipe) for t in ts] for k, ts in groups.items()}}
         lr.grid_key = grid_key(model, result.image_sha, lr.layer, result.recipe["grid"])
 
 
 def _targets(model, result: Explanation) -> list:
-    from .optvis.targets import channel_target, direction_target
-
+    """Every planned icon target, in render order: per layer, its channels then its group directions."""
     out = []
     for lr in result.layers:
-        out += [channel_target(model, lr.layer, c) for c in result.icon_index[lr.layer]["channels"]]
-        for k, g in lr.group_options.items():
-            out += [direction_target(model, lr.layer, v) for v in g.channel]
+        channels, groups = _layer_targets(model, lr, result.icon_index[lr.layer]["channels"])
+        out += list(channels.values()) + [t for ts in groups.values() for t in ts]
     return out
 
 
@@ -317,13 +324,13 @@ def finish(model, result: Explanation, store=None, *, progress: bool | None = No
     times = {}
     if icons:
         t = time.perf_counter()
-        targets = _targets(model, result)
         if icons == "cached":
             got = {} if store is False else {k: i for k in dict.fromkeys(result.missing) if (i := store.get(k))}
         else:
             cb = (lambda done, total: on_progress("icons", done, total)) if on_progress else None
-            got = {i.key: i for i in get_icons(model, targets, store=store, progress=progress, on_batch=cb,
-                                               batch=ICON_BATCH, **result.recipe["icons"])}
+            rendered = get_icons(model, _targets(model, result), store=store, progress=progress, on_batch=cb,
+                                 batch=ICON_BATCH, **result.recipe["icons"])
+            got = {i.key: i for i in rendered}
         result.icons.update(got)
         _attach(result)
         times["icons"] = time.perf_counter() - t

@@ -166,14 +166,6 @@ class BlocklensApp:
         return item
 
     # -- explanations ---------------------------------------------------------------------------------------
-    def read_upload(self, chunks) -> bytes:
-        buf = io.BytesIO()
-        for chunk in chunks:
-            buf.write(chunk)
-            if buf.tell() > self.max_upload_bytes:
-                raise HTTPError(413, f"upload is over the {self.max_upload_bytes // (1024 * 1024)} MB limit")
-        return buf.getvalue()
-
     def image_from(self, name: str | None, data: bytes | None):
         if data:
             try:
@@ -417,7 +409,7 @@ def create_app(state: BlocklensApp | None = None, **kw):
             if size > state.max_upload_bytes:
                 raise HTTPError(413, f"upload is over the {state.max_upload_bytes // (1024 * 1024)} MB limit")
             chunks.append(chunk)
-        data = state.read_upload(chunks)
+        data = b"".join(chunks)
         layer_list = [l.strip() for l in layers.split(",") if l.strip()] if layers else None
         class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
 

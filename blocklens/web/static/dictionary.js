@@ -19,9 +19,10 @@ export function dictionaryView(ctx) {
     el("div", { class: "row" }, holder, side), float);
   let overlay = null;
 
+  let max = 1;  // the layer's strongest value anywhere: every bar of the layer is drawn to one scale
+
   function entries(L, x, y) {
     const ch = L.dictionary.channels[y][x], vals = L.dictionary.values[y][x];
-    const max = Math.max(...L.dictionary.values.flat().map((v) => v[0])) || 1;
     return ch.map((c, i) => el("div", { class: "dict-entry", "data-channel": c },
       iconImg(ctx.icons, L.channel_icons[c], `${L.layer}:${c}`, 48),
       el("div", { class: "chan-text" }, el("div", { class: "chan-name", text: `${L.layer}:${c}` }),
@@ -50,6 +51,7 @@ export function dictionaryView(ctx) {
 
   function build() {
     const L = data.layers[state.layer];
+    max = Math.max(...L.dictionary.values.flat().map((v) => v[0])) || 1;
     overlay = new Overlay(data.image, L.shape.slice(1), 320, L.layer).showGrid(true);
     overlay.onHover((x, y, e) => show(x, y, e));
     holder.replaceChildren(overlay.root);
