@@ -8,7 +8,7 @@ from .analyses.attribution import ChannelAttribution, SpatialAttribution, channe
 from .analyses.dictionary import SemanticDictionary, semantic_dictionary
 from .analyses.grid import ActivationGrid, activation_grid
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
-from .errors import BlocklensError
+from .errors import BlocklensError, CostError
 from .explain import Explanation, explain
 from .iconcache import icons
 from .images import bundled_image, load_image
@@ -19,7 +19,7 @@ from .store import IconStore
 
 __version__ = "0.1.0"
 
-__all__ = ["ActivationGrid", "BlocklensError", "ChannelAttribution", "Explanation", "IconStore", "Model",
+__all__ = ["ActivationGrid", "BlocklensError", "ChannelAttribution", "CostError", "Explanation", "IconStore", "Model",
            "NeuronGroups", "SemanticDictionary", "SpatialAttribution", "activation_grid", "bundled_image",
            "channel_attribution", "explain", "group_attribution", "icons", "list_models", "load_image",
            "load_model", "neuron_groups", "objectives", "render", "semantic_dictionary", "spatial_attribution",

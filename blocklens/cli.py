@@ -45,8 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("layers", help="list a model's layers with their output shapes",
-                       description="List every named layer (module call site) in execution order with its output "
-                                   "shape at the model's input size. A module called twice in one forward is "
+                       description="List every named layer (module call site) in execution order with its layout "
+                                   "and output shape at the model's input size. Layouts: chw (a conv map), hwc (a "
+                                   "channels-last map), tokens (a patch grid, extra tokens such as CLS held apart), "
+                                   "vector, other (e.g. attention internals: not positions). Maps and token grids "
+                                   "are shown as channels x height x width. A module called twice in one forward is "
                                    "listed as NAME#0, NAME#1; a plain NAME means its first call. A tuple output "
                                    "is listed as NAME[0], NAME[1]; a plain NAME means element 0.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -162,9 +165,15 @@ def cmd_layers(args) -> int:
         raise BlocklensError(f"no layer of {model.name} contains {args.grep!r}")
     wn = max(len(i.name) for i in infos)
     wt = max(len(i.type) for i in infos)
-    print(f"{'layer':<{wn}}  {'type':<{wt}}  shape at {model.input_size}px (channels, height, width)")
+    fixed = "; fixed input size" if model.fixed_size else ""
+    print(f"{'layer':<{wn}}  {'type':<{wt}}  {'layout':<6}  shape at {model.input_size}px (channels x height x "
+          f"width for maps and token grids){fixed}")
     for i in infos:
-        print(f"{i.name:<{wn}}  {i.type:<{wt}}  {' x '.join(map(str, i.shape))}")
+        native = ""
+        if i.layout in ("hwc", "tokens"):
+            extra = f", {i.prefix_tokens} extra token{'s' * (i.prefix_tokens != 1)}" if i.prefix_tokens else ""
+            native = f"  (as {' x '.join(map(str, i.native_shape))}{extra})"
+        print(f"{i.name:<{wn}}  {i.type:<{wt}}  {i.layout:<6}  {' x '.join(map(str, i.shape))}{native}")
     return 0
 
 

@@ -20,6 +20,11 @@ class UnknownNameError(BlocklensError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class CostError(BlocklensError):
+    """A request whose work would exceed a documented bound (e.g. too many positions); raised before any work,
+    with the bound, the estimate and how to ask for more."""
+
+
 class ImageError(BlocklensError):
     """A file that cannot be read as an image (missing, not an image, truncated, too large)."""
 

@@ -51,16 +51,51 @@ DEFAULT_LAYERS = {"efficientnet_lite0": ["blocks.7", "blocks.11"], "efficientnet
                   "efficientnet_lite2": ["blocks.10", "blocks.16"]}
 
 
+#: Default layers have a grid of this many positions a side (smaller grids say little about where; larger ones
+#: cost more than a first look is worth, see :data:`~blocklens.analyses.common.MAX_POSITIONS`).
+GRID_SIDES = (7, 28)
+
+
+def layer_candidates(model) -> list:
+    """Spatial layers worth a first look, in forward order: block outputs with a grid of :data:`GRID_SIDES`
+    positions a side, called once per forward; failing that, any spatial layer with such a grid; failing that,
+    any spatial layer. A block is a module with submodules that is no plain container itself, whose parent is a
+    ``Sequential`` / ``ModuleList`` (a stage) or the model, and that sits inside no other block: ResNet's
+    ``layer3.2``, a ViT's ``encoder.layers.encoder_layer_5``, GoogLeNet's ``inception4c``."""
+    from torch import nn
+
+    modules = dict(model.module.named_modules())
+    stage = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+    def block_like(path: str) -> bool:
+        mod = modules.get(path)
+        if not path or mod is None or isinstance(mod, stage) or not any(True for _ in mod.children()):
+            return False
+        parent = path.rpartition(".")[0]
+        return parent == "" or isinstance(modules.get(parent), stage)
+
+    def is_block(path: str) -> bool:
+        parts = path.split(".")
+        return block_like(path) and not any(block_like(".".join(parts[:k])) for k in range(1, len(parts)))
+
+    lo, hi = GRID_SIDES
+    sized = [i for i in model.layers if i.spatial and lo <= min(i.height, i.width) and max(i.height, i.width) <= hi]
+    blocks = [i for i in sized if i.calls == 1 and i.index in (None, 0) and is_block(i.module)]
+    return blocks or sized or [i for i in model.layers if i.spatial]
+
+
 def default_layers(model) -> list[str]:
-    """Two spatial layers for a first look: the zoo's choice, else the spatial layers at 1/2 and 3/4 depth."""
+    """Two spatial layers for a first look: the zoo's choice, else the :func:`layer_candidates` at 1/2 and 3/4
+    of the depth."""
     if model.name in DEFAULT_LAYERS:
         return list(DEFAULT_LAYERS[model.name])
-    spatial = [i.name for i in model.layers if i.spatial and i.calls == 1 and "." not in i.name.split(".")[-1]]
-    spatial = spatial or [i.name for i in model.layers if i.spatial]
-    if not spatial:
-        raise BlocklensError(f"model {model.name!r} has no layer with positions (C, H, W) to explain")
-    picks = [spatial[len(spatial) // 2], spatial[(3 * len(spatial)) // 4]]
-    return list(dict.fromkeys(picks))
+    candidates = layer_candidates(model)
+    if not candidates:
+        kinds = sorted({i.layout for i in model.layers})
+        raise BlocklensError(f"model {model.name!r} has no layer with positions to explain (its layers' layouts: "
+                             f"{', '.join(kinds)}); 'blocklens layers' lists them")
+    picks = [candidates[len(candidates) // 2], candidates[(3 * len(candidates)) // 4]]
+    return list(dict.fromkeys(i.name for i in picks))
 
 
 @dataclass

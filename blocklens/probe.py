@@ -11,17 +11,43 @@ Layer names
       element 0**; :func:`discover` lists tuple outputs as ``name[i]``;
     - both combine: ``cell#2[0]``.
 
+Layouts
+    Every layer has a ``layout`` that says how its output is laid out, found by :func:`discover`:
+
+    - ``"chw"``: a conv map ``(C, H, W)``;
+    - ``"hwc"``: a channels-last map ``(H, W, C)`` (Swin stages, the inside of ConvNeXt blocks);
+    - ``"tokens"``: a token sequence ``(N, C)`` whose last ``H * W`` tokens are a square patch grid, after
+      ``prefix_tokens`` extra tokens (CLS, registers, distillation), which are held apart;
+    - ``"vector"``: ``(C,)``;
+    - ``"other"``: anything else (attention internals such as ``(heads, tokens, dim)``): listed, never
+      treated as positions.
+
+    ``LayerInfo.shape`` is the *canonical* shape, ``(C, H, W)`` for the three spatial layouts, and the probe
+    hands every analysis canonical activations ``(B, C, H, W)``: it permutes channels-last maps and folds the
+    grid tokens into a map (prefix tokens dropped). An edit works on the canonical tensor and the probe puts
+    its result back in the module's own layout (prefix tokens kept as they were). ``native_shape`` is the
+    module's own output shape.
+
+    The layout is found by running the module at two input sizes (the second one not square): dimensions that
+    follow the input's height and width are positions. A model that accepts only one input size (a ViT) is
+    read from the shapes alone (a square grid plus at most 8 extra tokens, ``num_prefix_tokens`` where the
+    model declares it); :attr:`LayerTable.fixed_size` records which way it went.
+
 Capture
     :class:`Probe` is a context manager that registers forward hooks on exactly the modules it needs and
     removes every one of them on exit, also when the forward or backward pass raised. Hooks the user added
     stay untouched. Captured values are never overwritten by later in-place operations (``ReLU(inplace=True)``,
     ``x += y``): without gradients the probe stores a copy; with gradients it keeps the module's output in the
-    autograd graph and hands a copy downstream, so in-place work happens on the copy. ``Probe.run(x)`` stops
-    the forward pass right after the deepest requested call (its result is then ``None``).
+    autograd graph and hands a copy downstream, so in-place work happens on the copy; an edited output is always
+    handed downstream as a copy too (a replacement the caller holds, or a leaf that requires grad, must never be
+    modified by ``x += y`` further on). ``Probe.run(x)`` stops the forward pass right after the deepest
+    requested call (its result is then ``None``).
 """
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -34,11 +60,17 @@ from .errors import BlocklensError, unknown
 _NAME = re.compile(r"^(?P<path>[^#\[\]]*)(?:#(?P<call>\d+))?(?:\[(?P<index>\d+)\])?$")
 
 
+LAYOUTS = ("chw", "hwc", "tokens", "vector", "other")
+SPATIAL_LAYOUTS = ("chw", "hwc", "tokens")
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One named call site, with its output shape for one example at the model's input size.
 
-    ``shape`` excludes the batch dimension: ``(C, H, W)`` for conv layers, ``(C,)`` for vectors.
+    ``shape`` is canonical and excludes the batch dimension: ``(C, H, W)`` for the spatial layouts (``chw``,
+    ``hwc``, ``tokens``), ``(C,)`` for vectors, the module's own shape otherwise; ``native_shape`` is the
+    module's own output shape; ``layout`` is one of :data:`LAYOUTS` (see the module docstring).
     """
 
     name: str
@@ -49,6 +81,9 @@ class LayerInfo:
     shape: tuple[int, ...]
     order: int
     calls: int = 1
+    layout: str = "chw"
+    native_shape: tuple[int, ...] | None = None
+    prefix_tokens: int = 0
 
     @property
     def channels(self) -> int:
@@ -56,8 +91,8 @@ class LayerInfo:
 
     @property
     def spatial(self) -> bool:
-        """True when the layer has positions (``(C, H, W)``)."""
-        return len(self.shape) == 3
+        """True when the layer has positions (canonical ``(C, H, W)``)."""
+        return self.layout in SPATIAL_LAYOUTS and len(self.shape) == 3
 
     @property
     def height(self) -> int | None:
@@ -67,9 +102,39 @@ class LayerInfo:
     def width(self) -> int | None:
         return self.shape[2] if self.spatial else None
 
+    @property
+    def positions(self) -> int:
+        """``H * W`` for spatial layers, else 0."""
+        return self.shape[1] * self.shape[2] if self.spatial else 0
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "module": self.module, "call": self.call, "index": self.index,
-                "type": self.type, "shape": list(self.shape), "channels": self.channels, "calls": self.calls}
+                "type": self.type, "shape": list(self.shape), "channels": self.channels, "calls": self.calls,
+                "layout": self.layout, "native_shape": list(self.native_shape or self.shape),
+                "prefix_tokens": self.prefix_tokens}
+
+    # -- the canonical view -------------------------------------------------------------------------------------
+    def to_canonical(self, t: torch.Tensor) -> torch.Tensor:
+        """The module's output ``(B, *native_shape)`` -> canonical ``(B, *shape)``."""
+        if self.layout == "hwc":
+            return t.permute(0, 3, 1, 2)
+        if self.layout == "tokens":
+            c, h, w = self.shape
+            return t[:, self.prefix_tokens:].transpose(1, 2).reshape(t.shape[0], c, h, w)
+        return t
+
+    def to_native(self, c: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """A canonical tensor ``(B', *shape)`` -> the module's layout; ``original`` (the module's own output)
+        supplies the prefix tokens of a token layer, broadcast to the batch ``B'``."""
+        if self.layout == "hwc":
+            return c.permute(0, 2, 3, 1)
+        if self.layout == "tokens":
+            grid = c.flatten(2).transpose(1, 2)
+            if not self.prefix_tokens:
+                return grid
+            prefix = original[:, :self.prefix_tokens].to(grid.dtype)
+            return torch.cat([prefix.expand(grid.shape[0], *prefix.shape[1:]), grid], dim=1)
+        return c
 
 
 @dataclass(frozen=True)
@@ -98,9 +163,9 @@ def _tensor_elements(out: Any) -> list[tuple[int | None, torch.Tensor]]:
     return []
 
 
-def discover(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
-    """Run ``module(example)`` once (no gradients) and list every call site with a tensor output, in the
-    order they ran. ``example`` is one batch; shapes are reported without the batch dimension."""
+def _record(module: nn.Module, example: torch.Tensor) -> list[tuple[str, int, list]]:
+    """Run ``module(example)`` once (no gradients) with a hook on every submodule: ``(path, call, [(element,
+    shape without batch)])`` per call, in the order they ran. Hooks are removed whatever happens."""
     records: list[tuple[str, int, Any]] = []
     counts: dict[str, int] = defaultdict(int)
     handles = []
@@ -120,7 +185,102 @@ def discover(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
     finally:
         for h in handles:
             h.remove()
+    return records
 
+
+def _follows(n1: int, n2: int, ratio: float) -> bool:
+    """Does a size ``n1`` at the first input become ``n2`` when the input grows by ``ratio``?"""
+    want = n1 * ratio
+    return n2 != n1 and abs(n2 - want) <= max(1.0, 0.15 * want)
+
+
+def _token_grid(n1: int, n2: int | None, ratios: tuple[float, float] | None,
+                prefix_hint: int | None) -> tuple[int, int] | None:
+    """``(prefix, side)`` when ``n1`` tokens are ``prefix`` extra tokens plus a ``side x side`` grid (and, when
+    seen at a second input size, ``n2`` tokens are the same prefix plus the grid grown by ``ratios``)."""
+    candidates = [prefix_hint] if prefix_hint is not None else range(0, 9)
+    for p in candidates:
+        side = math.isqrt(max(n1 - p, 0))
+        if side < 2 or side * side != n1 - p:
+            continue
+        if n2 is None:
+            return p, side
+        gh, gw = n2 - p, None
+        for h2 in range(max(1, math.floor(side * ratios[0]) - 1), math.ceil(side * ratios[0]) + 2):
+            if gh % h2 == 0 and _follows(side, h2, ratios[0]) and _follows(side, gh // h2, ratios[1]):
+                gw = gh // h2
+                break
+        if gw is not None:
+            return p, side
+    return None
+
+
+def _classify(shape: tuple[int, ...], shape2: tuple[int, ...] | None, ratios: tuple[float, float] | None,
+              prefix_hint: int | None, module_type: str) -> tuple[str, tuple[int, ...], int]:
+    """``(layout, canonical shape, prefix tokens)`` of one output (see the module docstring)."""
+    if len(shape) == 1:
+        return "vector", shape, 0
+    if shape2 is not None and len(shape2) == len(shape):
+        if len(shape) == 3:
+            a, b, c = shape
+            if _follows(b, shape2[1], ratios[0]) and _follows(c, shape2[2], ratios[1]):
+                return "chw", shape, 0
+            if _follows(a, shape2[0], ratios[0]) and _follows(b, shape2[1], ratios[1]):
+                return "hwc", (c, a, b), 0
+            if shape == shape2 and b == c == 1:
+                return "chw", shape, 0
+        if len(shape) == 2 and shape2[1] == shape[1]:
+            grid = _token_grid(shape[0], shape2[0], ratios, prefix_hint)
+            if grid:
+                return "tokens", (shape[1], grid[1], grid[1]), grid[0]
+        return "other", shape, 0
+    # one input size only (a model that accepts no other): read the shapes
+    if len(shape) == 2:
+        grid = _token_grid(shape[0], None, None, prefix_hint)
+        if grid:
+            return "tokens", (shape[1], grid[1], grid[1]), grid[0]
+    if len(shape) == 3:
+        a, b, c = shape
+        channels_last = module_type in ("LayerNorm", "Linear", "Permute", "GELU")
+        if a == b and (c != a or channels_last):
+            return "hwc", (c, a, b), 0
+        if b == c:
+            return "chw", shape, 0
+    return "other", shape, 0
+
+
+def discover(module: nn.Module, example: torch.Tensor, example2: torch.Tensor | None = None,
+             prefix_tokens: int | None = None) -> list[LayerInfo]:
+    """Run ``module(example)`` once (no gradients) and list every call site with a tensor output, in the
+    order they ran, with its layout. ``example`` is one batch; shapes are reported without the batch dimension.
+
+    ``example2`` (the same batch at another, non-square size) tells positions from channels: a dimension that
+    follows the input's height or width is a position. If the module refuses it (a fixed input size), layouts
+    are read from the shapes at ``example`` alone. ``prefix_tokens`` fixes the number of extra tokens of token
+    layers (default: the module's ``num_prefix_tokens`` attribute where it has one, else inferred)."""
+    return discover_layers(module, example, example2, prefix_tokens)[0]
+
+
+def discover_layers(module: nn.Module, example: torch.Tensor, example2: torch.Tensor | None = None,
+                    prefix_tokens: int | None = None) -> tuple[list[LayerInfo], bool]:
+    """:func:`discover`, and whether the module refused ``example2`` (then it has a fixed input size)."""
+    records = _record(module, example)
+    second: dict[tuple, tuple] | None = None
+    ratios = None
+    refused = False
+    if example2 is not None:
+        try:
+            rec2 = _record(module, example2)
+        except Exception:  # a model with a fixed input size (or one that breaks at other sizes)
+            rec2, refused = None, True
+        if rec2 is not None:
+            second = {(p, c, i): sh for p, c, elems in rec2 for i, sh in elems}
+            ratios = (example2.shape[-2] / example.shape[-2], example2.shape[-1] / example.shape[-1])
+    if prefix_tokens is None:
+        hint = getattr(module, "num_prefix_tokens", None)
+        prefix_tokens = int(hint) if isinstance(hint, int) else None
+
+    counts = Counter(path for path, _, _ in records)
     types = {p: type(m).__name__ for p, m in module.named_modules()}
     infos: list[LayerInfo] = []
     for path, call, elems in records:
@@ -128,16 +288,35 @@ def discover(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
         for index, shape in elems:
             tuple_out = index is not None
             name = path + (f"#{call}" if multi_call else "") + (f"[{index}]" if tuple_out else "")
+            shape2 = second.get((path, call, index)) if second is not None else None
+            layout, canonical, prefix = _classify(shape, shape2, ratios, prefix_tokens, types[path])
             infos.append(LayerInfo(name=name, module=path, call=call, index=index, type=types[path],
-                                   shape=shape, order=len(infos), calls=counts[path]))
-    return infos
+                                   shape=canonical, order=len(infos), calls=counts[path], layout=layout,
+                                   native_shape=shape, prefix_tokens=prefix))
+    if second is None:
+        infos = _attention_shapes_apart(infos)
+    return infos, refused
+
+
+def _attention_shapes_apart(infos: list[LayerInfo]) -> list[LayerInfo]:
+    """Read from shapes alone, ``(heads, N, N)`` attention maps look like conv maps: where the model has token
+    layers of ``N`` tokens, a "map" whose side is ``N`` is an attention internal ("other")."""
+    from dataclasses import replace
+
+    counts = {i.native_shape[0] for i in infos if i.layout == "tokens"}
+    if not counts:
+        return infos
+    return [replace(i, layout="other", shape=i.native_shape, prefix_tokens=0)
+            if i.layout in ("chw", "hwc") and set(i.native_shape[1:] if i.layout == "chw" else i.native_shape[:2])
+            & counts else i for i in infos]
 
 
 class LayerTable:
     """The named layers of one model, with name resolution that explains its failures."""
 
-    def __init__(self, infos: Sequence[LayerInfo], module_paths: Iterable[str]):
+    def __init__(self, infos: Sequence[LayerInfo], module_paths: Iterable[str], fixed_size: bool = False):
         self.infos = list(infos)
+        self.fixed_size = fixed_size  # the model refused a second input size: layouts were read from shapes
         self.by_name = {i.name: i for i in self.infos}
         self.by_site = {(i.module, i.call, i.index): i for i in self.infos}
         self.module_paths = set(module_paths)
@@ -181,6 +360,13 @@ class LayerTable:
                                      "or has no tensor output; choose another layer")
             raise unknown("call or element of layer", name, calls)
         return self.by_site[site]
+
+
+def _check_edit(info: LayerInfo, t) -> None:
+    if not isinstance(t, torch.Tensor) or tuple(t.shape[1:]) != tuple(info.shape):
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise BlocklensError(f"an edit of layer {info.name!r} returned {got}; expected (batch, "
+                             f"{', '.join(map(str, info.shape))}), the layer's canonical ({info.layout}) shape")
 
 
 class _StopForward(Exception):
@@ -263,16 +449,22 @@ class Probe:
                 key = info.index if info.index in elems else (None if None in elems else info.index)
                 if key not in elems:
                     raise BlocklensError(f"layer {info.name!r}: output has no tensor element {info.index}")
-                t = new.get(key, elems[key])
-                if info.name in self.edit:
-                    t = new[key] = self.edit[info.name](t)
+                native = new.get(key, elems[key])
+                t = info.to_canonical(native)
+                edited = info.name in self.edit
+                if edited:
+                    t = self.edit[info.name](t)
+                    _check_edit(info, t)
                 if self.grad:
-                    # keep `t` in the graph untouched; downstream gets a copy, so in-place ops land on the copy
-                    new[key] = t.clone()
+                    # keep `t` in the graph untouched; downstream gets a copy derived from it (so gradients reach
+                    # `t`, and in-place ops land on the copy)
+                    new[key] = info.to_native(t, native).clone()
                     if t.requires_grad:
                         t.register_hook(self._grad_hook(info.name))
                     self.activations[info.name] = t
                 else:
+                    if edited:  # never hand downstream the caller's replacement (or a leaf) to modify in place
+                        new[key] = info.to_native(t, native).clone()
                     self.activations[info.name] = t.detach().clone()
                 self._pending.discard(info.name)
             if self._stopping and not self._pending:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import BlocklensError
-from .common import Prepared, class_indices, prepare, spatial_layer, to_jsonable
+from .common import MAX_POSITIONS, Prepared, check_positions, class_indices, prepare, spatial_layer, to_jsonable
 
 METHODS = ("linear", "path")
 
@@ -264,15 +264,22 @@ class SpatialAttribution:
 
 
 def spatial_attribution(model, image, source_layer: str, target, *, method: str = "linear", steps: int = 50,
-                        rule: str = "midpoint", chunk: int | None = None, strategy: str = "auto") -> SpatialAttribution:
+                        rule: str = "midpoint", chunk: int | None = None, strategy: str = "auto",
+                        max_positions: int = MAX_POSITIONS) -> SpatialAttribution:
     """Where, at ``source_layer``, the evidence for ``target`` lies.
 
     ``target``: a class (name or index; or two classes for "a over b") -> a map over the source positions;
-    or a later layer's name -> for every position of that layer, a map over the source positions.
+    or a later layer's name -> for every position of that layer, a map over the source positions. That costs one
+    backward pass per position of the later layer (times ``steps`` forward passes for ``path``): a later layer
+    with more than ``max_positions`` positions raises :class:`~blocklens.errors.CostError` before any work.
     """
-    prep = prepare(model, image)
     src = spatial_layer(model, source_layer, "spatial attribution")
     target_layer = _as_layer(model, target)
+    if target_layer is not None:
+        check_positions(spatial_layer(model, target_layer, "layer-to-layer attribution"), max_positions,
+                        "layer-to-layer attribution runs one backward pass per position of the later layer",
+                        "max_positions")
+    prep = prepare(model, image)
     if target_layer is None:
         idx = class_indices(model, target)
         lg = layer_gradients(model, prep.x, src.name, class_score(idx), method, steps, rule, chunk or 16)
@@ -326,7 +333,10 @@ def layer_to_layer(model, prep: Prepared, source: str, target: str, method: str 
     h2, w2 = probe.activations[target].shape[-2:]
     n_pos = h2 * w2
     alphas = (torch.ones(1) if method == "linear" else alphas_for(steps, rule)).to(a1)
-    grad = torch.zeros((n_pos, *a1.shape), dtype=torch.float64)
+    # the maps are linear in the gradient, so each gradient is folded into its (H1, W1) map at once: memory
+    # grows with positions x source positions, not positions x source activations
+    a1d = a1.double()
+    maps = torch.zeros((n_pos, *a1.shape[-2:]), dtype=torch.float64, device=a1.device)
     if strategy == "batched":
         pos = torch.arange(n_pos).repeat_interleave(len(alphas))  # (position, alpha) pairs
         alp = alphas.repeat(n_pos)
@@ -337,7 +347,7 @@ def layer_to_layer(model, prep: Prepared, source: str, target: str, method: str 
             a2 = acts[target].flatten(2)  # (n, C2, P)
             score = a2[torch.arange(len(p)), :, p].norm(dim=1).sum()
             (g,) = torch.autograd.grad(score, scaled)
-            grad.index_add_(0, p.to(grad.device), g.double().cpu())
+            maps.index_add_(0, p.to(maps.device), (g.double() * a1d).sum(1))
     else:
         for start in range(0, len(alphas), chunk):
             al = alphas[start:start + chunk]
@@ -346,7 +356,6 @@ def layer_to_layer(model, prep: Prepared, source: str, target: str, method: str 
             norms = acts[target].flatten(2).norm(dim=1)  # (n, P)
             for p in range(n_pos):
                 (g,) = torch.autograd.grad(norms[:, p].sum(), scaled, retain_graph=p < n_pos - 1)
-                grad[p] += g.double().sum(0).cpu()
-    grad /= len(alphas)
-    maps = (a1.double().cpu().unsqueeze(0) * grad).sum(1)  # (P, H1, W1)
-    return maps.reshape(h2, w2, *a1.shape[-2:]).numpy()
+                maps[p] += (g.double().sum(0) * a1d).sum(0)
+    maps /= len(alphas)
+    return maps.reshape(h2, w2, *a1.shape[-2:]).cpu().numpy()

@@ -1,6 +1,7 @@
 """Shared plumbing of the analyses: the input an image becomes, layer checks, JSON conversion."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import BlocklensError
+from ..errors import BlocklensError, CostError
 from ..images import ImageLike
 from ..probe import LayerInfo
 
@@ -33,14 +34,35 @@ def prepare(model, image: ImageLike | torch.Tensor | Prepared) -> Prepared:
     return Prepared(model.preprocess(image).to(model.device), model.crop(image))
 
 
+#: Blocks whose work grows with a layer's positions (layer-to-layer attribution: one backward pass per target
+#: position; activation grids: one image per position) refuse layers with more than this many positions
+#: (28 x 28) unless asked for more.
+MAX_POSITIONS = 28 * 28
+
+
 def spatial_layer(model, layer: str | LayerInfo, what: str) -> LayerInfo:
-    """The layer, checked to have positions (``(C, H, W)``), or an error naming the spatial layers near it."""
+    """The layer, checked to have positions (a conv map, a channels-last map or a token grid), or an error
+    naming its layout and the spatial layers near it."""
     info = model.layer(layer)
     if not info.spatial:
-        near = [i.name for i in model.layers if i.spatial][-5:]
-        raise BlocklensError(f"{what} needs a layer with positions (C, H, W); {info.name!r} has shape {info.shape}. "
-                             f"Spatial layers include: {', '.join(near)}")
+        spatial = [i for i in model.layers if i.spatial]
+        near = sorted(spatial, key=lambda i: abs(i.order - info.order))[:5]
+        why = {"other": "its output is not a map of positions (attention internals and the like)",
+               "vector": "it is a vector (no positions)"}.get(info.layout, f"its layout is {info.layout}")
+        raise BlocklensError(f"{what} needs a layer with positions; {info.name!r} ({info.layout}, shape "
+                             f"{info.shape}): {why}. Spatial layers nearby: "
+                             f"{', '.join(f'{i.name} ({i.layout}, {i.height}x{i.width})' for i in near) or 'none'}")
     return info
+
+
+def check_positions(info: LayerInfo, limit: int, why: str, option: str) -> None:
+    """Raise :class:`CostError` at once when ``info`` has more positions than ``limit``."""
+    if limit is not None and info.positions > limit:
+        side = math.isqrt(int(limit))
+        raise CostError(f"layer {info.name!r} has {info.positions} positions ({info.height}x{info.width}); {why}, "
+                        f"so that would take {info.positions / max(limit, 1):.1f}x the largest allowed work "
+                        f"({limit} positions, about {side}x{side}). Choose a layer with a coarser grid, or pass "
+                        f"{option}={info.positions} to run it anyway")
 
 
 def to_jsonable(value: Any) -> Any:

@@ -48,7 +48,7 @@ from ..optvis.param import spectrum_scale, to_valid_rgb
 from ..optvis.rescue import relu_rescue
 from ..optvis.transforms import standard_transforms
 from ..probe import LayerInfo
-from .common import prepare, spatial_layer, to_jsonable
+from .common import MAX_POSITIONS, check_positions, prepare, spatial_layer, to_jsonable
 from .factorize import nmf
 
 __all__ = ["ActivationGrid", "GridImage", "activation_grid", "cell_fidelity", "group_loadings", "min_cell"]
@@ -68,6 +68,8 @@ GROUP_WEIGHT = 0.5
 #: (+6..9 points over 2) and trails 2 by 2 points at blocks.7, so 1 is the default. 4 looks the most
 #: photographic but its icons drift off their vectors.
 DEFAULT_COSSIM_POW = 1.0
+#: The largest grid rendered without asking (28 x 28 cells).
+MAX_CELLS = MAX_POSITIONS
 
 
 # --- parameterization --------------------------------------------------------------------------------------
@@ -151,7 +153,7 @@ def group_loadings(acts: np.ndarray, n_groups: int, seed: int = 0) -> tuple[np.n
 
 def _spatial_size(model, info: LayerInfo, size: int) -> tuple[int, int] | None:
     """The layer's ``(H, W)`` for a grey ``size`` px input, or None when the model cannot run at that size."""
-    x = model.normalize(torch.full((1, 3, size, size), 0.5, device=model.device))
+    x = model.input_from_rgb(torch.full((1, 3, size, size), 0.5, device=model.device))
     try:
         a = model.activations(x, [info])[info.name]
     except BlocklensError:
@@ -295,7 +297,7 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
                     steps: int = 256, n_groups: int = 6, batch_cells: int = 64,
                     cossim_pow: float = DEFAULT_COSSIM_POW, lr: float = 0.05, seed: int = 0,
                     progress: bool | None = None, border: int = 2, rescue_steps: int = 16,
-                    on_batch=None) -> ActivationGrid:
+                    on_batch=None, max_cells: int = MAX_CELLS) -> ActivationGrid:
     """Render an icon of the activation vector at every position of ``layer`` for ``image``.
 
     Args:
@@ -311,10 +313,13 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
         border: pixels cropped from each side of each rendered cell.
         rescue_steps: steps with the dead-ReLU rescue on (Lucid: 16).
         on_batch: ``on_batch(done_steps, steps)``, called every 8 steps and at the end (progress elsewhere).
+        max_cells: the most cells (positions) a grid may have; a larger layer raises :class:`CostError` at once
+            (each cell is its own image: cost and memory grow with them).
 
     Returns an :class:`ActivationGrid` whose ``cells`` are ``(H, W, cell - 2*border, cell - 2*border, 3)``.
     """
     info = spatial_layer(model, layer, "an activation grid")
+    check_positions(info, max_cells, "an activation grid renders one icon per position", "max_cells")
     if steps < 1 or batch_cells < 1:
         raise BlocklensError(f"steps and batch_cells must be >= 1 (got steps={steps}, batch_cells={batch_cells})")
     _check_cell(model, info, int(cell), int(border))
@@ -348,7 +353,7 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
                 rescue.active = step < rescue_steps
                 idx = torch.randperm(n, generator=pick_gen)[:bsize].to(device)
                 imgs = grid(idx)                                                  # (B, 3, cell, cell)
-                probe.run(model.normalize(tf(imgs, generator=tf_gen)), stop=True)
+                probe.run(model.input_from_rgb(tf(imgs, generator=tf_gen)), stop=True)
                 objective = obj.direction(info.name, targets[idx], cossim_pow=cossim_pow)
                 values = objective(obj.Context({info.name: probe.activations[info.name]}, imgs))  # (B,)
                 grads = torch.autograd.grad(-values.sum(), params)
@@ -400,7 +405,7 @@ def cell_fidelity(model, grid: ActivationGrid, *, threshold: float = 0.8, batch:
     cells = torch.from_numpy(np.ascontiguousarray(grid.cells.reshape(h * w, ch, cw, 3))).permute(0, 3, 1, 2)
     feats = []
     for i in range(0, len(cells), batch):
-        x = model.normalize(cells[i:i + batch].float().to(model.device))
+        x = model.input_from_rgb(cells[i:i + batch].float().to(model.device))
         a = model.activations(x, [info])[info.name]
         feats.append(a.flatten(2).mean(2) if a.dim() == 4 else a)
     f = torch.nn.functional.normalize(torch.cat(feats).float().cpu(), dim=1)            # (N, C)

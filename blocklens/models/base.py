@@ -7,7 +7,11 @@ A Model bundles an ``nn.Module`` (in eval mode) with what turns pictures into it
 - ``normalize(x)``: a ``(B, 3, H, W)`` RGB tensor in [0, 1] -> the model's input scale (feature visualization
   optimizes images in [0, 1] and feeds them through this);
 - ``labels``: class names, with lookup by name, synonym or index;
-- ``layers``: every named call site with its output shape at ``input_size`` (see :mod:`blocklens.probe`).
+- ``layers``: every named call site with its layout and output shape at ``input_size`` (see
+  :mod:`blocklens.probe`);
+- ``input_from_rgb(x)``: what feature visualization feeds the module: RGB images in [0, 1] of any size, adapted
+  to the module's input channels (``input_channels``: 1 takes the luma, 4 adds an opaque fourth channel),
+  resized to ``input_size`` when the module accepts no other size (``fixed_size``, a ViT), then normalized.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from torch import nn
 
 from ..errors import BlocklensError
 from ..images import ImageLike, load_image
-from ..probe import LayerInfo, LayerTable, Probe, discover
+from ..probe import LayerInfo, LayerTable, Probe, discover_layers
 from .labels import Labels, imagenet_labels, imagenet_synonyms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,10 +53,26 @@ def resize_and_crop(img: Image.Image, size: int, resize: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def to_tensor01(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> ``(1, 3, H, W)`` float tensor in [0, 1]."""
-    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+_PIL_MODE = {1: "L", 3: "RGB", 4: "RGBA"}
+#: ITU-R BT.601 luma weights: how an RGB picture becomes the input of a one-channel model
+LUMA = (0.299, 0.587, 0.114)
+
+
+def to_tensor01(img: Image.Image, channels: int = 3) -> torch.Tensor:
+    """PIL image -> ``(1, channels, H, W)`` float tensor in [0, 1] (1: luma, 3: RGB, 4: RGBA)."""
+    a = np.asarray(img.convert(_PIL_MODE[channels]), dtype=np.float32) / 255.0
+    if a.ndim == 2:
+        a = a[..., None]
     return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def adapt_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, channels, H, W)``: luma for 1, RGB plus an opaque channel for 4."""
+    if channels == 3:
+        return x
+    if channels == 1:
+        return (x * torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
 
 
 class MeanStd(nn.Module):
@@ -72,10 +92,14 @@ class Model:
 
     def __init__(self, module: nn.Module, *, name: str, normalize: Callable[[torch.Tensor], torch.Tensor],
                  labels: Labels | None = None, input_size: int = 224, resize: int | None = None,
-                 preprocess: Callable[[Image.Image], torch.Tensor] | None = None):
+                 preprocess: Callable[[Image.Image], torch.Tensor] | None = None, input_channels: int = 3):
+        if input_channels not in _PIL_MODE:
+            raise BlocklensError(f"input_channels={input_channels!r}: blocklens feeds models 1 (grayscale), 3 (RGB) "
+                                 "or 4 (RGB plus an opaque fourth channel) input channels")
         self.module = module.eval()
         self.name = name
         self.normalize = normalize
+        self.input_channels = int(input_channels)
         self.input_size = int(input_size)
         self.resize = int(resize or round(input_size / 0.875))
         self._custom_preprocess = preprocess
@@ -102,7 +126,26 @@ class Model:
         if self._custom_preprocess is not None:
             x = self._custom_preprocess(img)
             return x if x.dim() == 4 else x.unsqueeze(0)
-        return self.normalize(to_tensor01(resize_and_crop(img, self.input_size, self.resize)))
+        return self.normalize(to_tensor01(resize_and_crop(img, self.input_size, self.resize), self.input_channels))
+
+    def input_from_rgb(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` RGB images in [0, 1] -> the module's input: channels adapted (``input_channels``),
+        resized to ``input_size`` (bilinear) if the module takes no other size, normalized."""
+        x = adapt_channels(x, self.input_channels)
+        if self.fixed_size and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                                                align_corners=False, antialias=x.shape[-1] > self.input_size)
+        return self.normalize(x)
+
+    def display_rgb(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB images in [0, 1] as the module sees their colours (grey for a one-channel model)."""
+        if self.input_channels == 1:
+            return adapt_channels(x, 1).expand(-1, 3, -1, -1)
+        return x
+
+    def _example(self, height: int | None = None, width: int | None = None) -> torch.Tensor:
+        return torch.zeros(1, self.input_channels, height or self.input_size, width or self.input_size,
+                           device=self.device)
 
     def crop(self, image: ImageLike) -> Image.Image:
         """The RGB picture the model sees (after resize and crop), for display under overlays."""
@@ -113,7 +156,7 @@ class Model:
     def labels(self) -> Labels:
         if self._labels is None:
             with torch.no_grad():
-                n = self.module(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)).shape[-1]
+                n = self.module(self._example()).shape[-1]
             self._labels = Labels([f"class {i}" for i in range(n)])
         return self._labels
 
@@ -123,12 +166,20 @@ class Model:
     # -- layers -------------------------------------------------------------------------------------------------
     @property
     def layers(self) -> LayerTable:
-        """Every call site with a tensor output, in execution order, with shapes at ``input_size``."""
+        """Every call site with a tensor output, in execution order, with its layout and (canonical) shape at
+        ``input_size``. Discovery runs the module at ``input_size`` and once more at a larger, non-square size
+        (which tells positions from channels; a module that refuses it has a fixed input size)."""
         if self._layers is None:
-            example = torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)
-            infos = discover(self.module, example)
-            self._layers = LayerTable(infos, (p for p, _ in self.module.named_modules() if p))
+            s = self.input_size
+            second = self._example(s + max(8, s // 7), s + max(16, (2 * s) // 7))
+            infos, fixed = discover_layers(self.module, self._example(), second)
+            self._layers = LayerTable(infos, (p for p, _ in self.module.named_modules() if p), fixed_size=fixed)
         return self._layers
+
+    @property
+    def fixed_size(self) -> bool:
+        """True when the module accepts only ``input_size`` (a ViT): renders are resized to it."""
+        return self.layers.fixed_size
 
     def layer(self, name: str | LayerInfo) -> LayerInfo:
         return self.layers.resolve(name)
@@ -187,13 +238,16 @@ class Model:
 
 def wrap(module: nn.Module, *, preprocess: Callable[[Image.Image], torch.Tensor] | None = None,
          labels: Sequence[str] | str | Labels | None = None, input_size: int = 224,
-         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+         mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
          normalize: Callable[[torch.Tensor], torch.Tensor] | None = None, resize: int | None = None,
-         name: str | None = None) -> Model:
+         name: str | None = None, input_channels: int = 3) -> Model:
     """Give any ``nn.Module`` image classifier the :class:`Model` interface.
 
     - ``labels``: a list of class names, ``"imagenet"`` for the ImageNet-1k names, or None (``"class i"``).
-    - ``normalize`` maps [0, 1] RGB to the module's input; by default ``(x - mean) / std`` (ImageNet's).
+    - ``normalize`` maps [0, 1] images to the module's input; by default ``(x - mean) / std``, ImageNet's mean
+      and std for RGB (their averages, 0.449 / 0.226, for one channel; a four-channel model needs its own).
+    - ``input_channels``: 3 (RGB), 1 (grayscale: photos and renders become their luma) or 4 (RGB plus an
+      opaque fourth channel, 1.0).
     - ``preprocess`` (PIL image -> input tensor) replaces the default resize/crop/normalize for real images;
       ``normalize`` is still what feature visualization uses.
     """
@@ -205,5 +259,16 @@ def wrap(module: nn.Module, *, preprocess: Callable[[Image.Image], torch.Tensor]
         labels = Labels(imagenet_labels(), list(imagenet_synonyms()))
     elif labels is not None and not isinstance(labels, Labels):
         labels = Labels(list(labels))
-    return Model(module, name=name or type(module).__name__, normalize=normalize or MeanStd(mean, std),
-                 labels=labels, input_size=input_size, resize=resize, preprocess=preprocess)
+    if normalize is None:
+        defaults = {3: (IMAGENET_MEAN, IMAGENET_STD), 1: ((0.449,), (0.226,))}.get(input_channels)
+        if (mean is None or std is None) and defaults is None:
+            raise BlocklensError(f"input_channels={input_channels}: pass mean= and std= with {input_channels} "
+                                 "values each (or normalize=)")
+        mean = mean if mean is not None else defaults[0]
+        std = std if std is not None else defaults[1]
+        if len(mean) != input_channels or len(std) != input_channels:
+            raise BlocklensError(f"mean has {len(mean)} and std {len(std)} values, but input_channels="
+                                 f"{input_channels}; give one value per input channel")
+        normalize = MeanStd(mean, std)
+    return Model(module, name=name or type(module).__name__, normalize=normalize, labels=labels,
+                 input_size=input_size, resize=resize, preprocess=preprocess, input_channels=input_channels)

@@ -160,7 +160,7 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
                     bg = torch.rand(batch, 3, 1, 1, generator=bg_gen).to(device)
                     rgb = rgb * imgs[:, 3:] + bg * (1 - imgs[:, 3:])
                 x = tf(rgb, generator=gen)
-                out = probe.run(model.normalize(x), stop=not needs_output)
+                out = probe.run(model.input_from_rgb(x), stop=not needs_output)
                 acts = {name: probe.activations[info.name] for name, info in infos.items()}
                 if needs_output:
                     acts[obj.OUTPUT] = out
@@ -176,7 +176,9 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
                 if show and step % 16 == 0:
                     bar.set_postfix(objective=f"{float(history[step].mean()):.3g}")
         with torch.no_grad():
-            final = image().permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+            imgs = image()
+            imgs = torch.cat([model.display_rgb(imgs[:, :3]), imgs[:, 3:]], dim=1)  # grey for a grey model
+            final = imgs.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
     finally:
         bar.close()
     recipe = dict(size=size, steps=steps, lr=lr, seed=seed, param=param if isinstance(param, str) else "custom",
