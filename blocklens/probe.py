@@ -121,7 +121,8 @@ def discover(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
         for h in handles:
             h.remove()
 
-    types = {p: type(m).__name__ for p, m in module.named_modules()}
+    # a module may name the type it stands for (an unflattened torch.export program's InterpreterModules do)
+    types = {p: getattr(m, "_blocklens_type", None) or type(m).__name__ for p, m in module.named_modules()}
     infos: list[LayerInfo] = []
     for path, call, elems in records:
         multi_call = counts[path] > 1

@@ -150,6 +150,7 @@ def test_torch_export_program_keeps_its_layers_and_hooks(saved):
     assert m.input_size == 32 and m.name == str(d / "static.pt2")
     names = [i.name for i in m.layers]  # found by forward hooks on the unflattened submodules
     assert names == [n for n, _ in net.named_modules() if n]
+    assert [i.type for i in m.layers][:3] == ["Conv2d", "ReLU", "Conv2d"]  # the types they were, not Interpreter*
     x = torch.rand(3, 3, 32, 32)
     acts = m.activations(x, ["2", "6"])
     with torch.no_grad():

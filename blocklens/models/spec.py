@@ -225,6 +225,7 @@ def _from_file(text: str, weights: Path | None):
     except Exception as e:
         raise BlocklensError(f"cannot load the torch.export program {text}: {type(e).__name__}: {e}") from None
     size = _export_input(ep, text)
+    _name_types(ep, net)
     if weights is not None:
         load_weights(net, weights, text)
     return _wrap(net, text, size or 224, static=size)
@@ -275,6 +276,23 @@ def _export_input(ep, text: str) -> int | None:
                                  "with dynamic height and width, or a square example)")
         return h
     return None
+
+
+def _name_types(ep, net: nn.Module) -> None:
+    """Give each unflattened submodule (an InterpreterModule) the name of the type it was (Conv2d, ReLU...),
+    from the program's module stacks, so that layer listings say what each layer is."""
+    found: dict[str, str] = {}
+    for node in ep.graph.nodes:
+        for value in (node.meta.get("nn_module_stack") or {}).values():
+            try:
+                path, kind = value
+            except (TypeError, ValueError):
+                continue
+            name = kind.__name__ if isinstance(kind, type) else str(kind).rsplit(".", 1)[-1]
+            found.setdefault(str(path), name)
+    for path, sub in net.named_modules():
+        if path and path in found:
+            sub._blocklens_type = found[path]
 
 
 def _archive_kind(path: Path) -> str:
