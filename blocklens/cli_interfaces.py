@@ -68,7 +68,7 @@ def add_commands(sub, add_model) -> None:
     p.add_argument("--model", "-m", action=_AddModel, dest="models", default=[], metavar="SPEC",
                    help="add your model to the app's model picker, next to the zoo (repeatable): "
                         "package.module:callable, a torch.export file (model.pt2), timm:NAME or torchvision:NAME; "
-                        "it loads when first picked. 'blocklens models --help' describes the forms")
+                        "it loads at start, so a bad spec fails at once. 'blocklens models --help' describes the forms")
     p.add_argument("--weights", "-w", action=_AddWeights, dest="models", metavar="FILE",
                    help="a state dict (.pth/.pt or .safetensors) for the --model just before it")
     p.set_defaults(func=cmd_serve)

@@ -91,6 +91,20 @@ def test_callable_with_weights(user_pkg, tmp_path):
         bl.load_model("mypkg.nets:build", weights=tmp_path / "whole.pt")
 
 
+def test_safetensors_weights(user_pkg, tmp_path, monkeypatch):
+    net = bl.load_model("mypkg.nets:build").module
+    other = {k: torch.randn_like(v) for k, v in net.state_dict().items()}
+    st = types.ModuleType("safetensors")
+    st_torch = types.ModuleType("safetensors.torch")
+    st_torch.load_file = lambda path: other if path.endswith("w.safetensors") else {}
+    st.torch = st_torch
+    monkeypatch.setitem(sys.modules, "safetensors", st)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", st_torch)
+    (tmp_path / "w.safetensors").write_bytes(b"fake")
+    m = bl.load_model("mypkg.nets:build", weights=tmp_path / "w.safetensors")
+    assert all(torch.equal(m.module.state_dict()[k], v) for k, v in other.items())
+
+
 @pytest.mark.skipif(__import__("importlib").util.find_spec("safetensors") is not None, reason="safetensors installed")
 def test_safetensors_weights_need_safetensors(user_pkg, tmp_path):
     (tmp_path / "w.safetensors").write_bytes(b"\0" * 16)
