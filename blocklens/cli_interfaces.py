@@ -20,6 +20,7 @@ SERVE_EPILOG = """\
 examples:
   blocklens serve                                http://127.0.0.1:8000, quick icons
   blocklens serve --port 8765 --preset default --store /data/icons
+  blocklens serve --model mypkg.nets:build --model timm:resnet50 --weights r50.pth    your models in the picker
 """
 
 
@@ -64,7 +65,33 @@ def add_commands(sub, add_model) -> None:
     p.add_argument("--preset", choices=list(PRESETS), default="quick", help="icon quality (default quick)")
     p.add_argument("--store", metavar="DIR", help="icon store (default $BLOCKLENS_CACHE or ~/.cache/blocklens)")
     p.add_argument("--max-upload-mb", type=int, default=16, metavar="MB", help="upload size cap (default 16)")
+    p.add_argument("--model", "-m", action=_AddModel, dest="models", default=[], metavar="SPEC",
+                   help="add your model to the app's model picker, next to the zoo (repeatable): "
+                        "package.module:callable, a torch.export file (model.pt2), timm:NAME or torchvision:NAME; "
+                        "it loads at start, so a bad spec fails at once. 'blocklens models --help' describes the forms")
+    p.add_argument("--weights", "-w", action=_AddWeights, dest="models", metavar="FILE",
+                   help="a state dict (.pth/.pt or .safetensors) for the --model just before it")
     p.set_defaults(func=cmd_serve)
+
+
+class _AddModel(argparse.Action):
+    """``--model SPEC``: one more (spec, weights) pair for the app."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, list(getattr(namespace, self.dest) or []) + [(values, None)])
+
+
+class _AddWeights(argparse.Action):
+    """``--weights FILE``: the weights of the ``--model`` given just before."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        models = list(getattr(namespace, self.dest) or [])
+        if not models:
+            parser.error("--weights FILE goes after the --model SPEC it belongs to")
+        if models[-1][1] is not None:
+            parser.error(f"--model {models[-1][0]} already has --weights {models[-1][1]}")
+        models[-1] = (models[-1][0], values)
+        setattr(namespace, self.dest, models)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -83,7 +110,7 @@ def cmd_explain(args) -> int:
     from .explain import explain
     from .cli import resolve_image_arg
     from .images import bundled_images, load_image
-    from .models import load_model
+    from .cli import load_model_arg
     from .store import IconStore
 
     source = args.image
@@ -95,7 +122,7 @@ def cmd_explain(args) -> int:
     out = Path(args.out) if args.out else default_out(source)
     if out.suffix.lower() not in (".html", ".htm"):
         raise BlocklensError(f"--out {str(out)!r}: the report is HTML; give a name ending in .html")
-    model = load_model(args.model)
+    model = load_model_arg(args, renders=not args.quiet)
     t0 = time.perf_counter()
     progress = False if args.quiet else None
     if not args.quiet:
@@ -121,7 +148,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .web.server import serve
+    from .web.server import BlocklensApp, serve
 
     if not 0 < args.port < 65536:
         raise BlocklensError(f"--port {args.port} is not a port number (1-65535)")
@@ -132,11 +159,14 @@ def cmd_serve(args) -> int:
     for need in ("fastapi", "uvicorn"):
         if importlib.util.find_spec(need) is None:
             raise BlocklensError(f"the web app needs {need}: pip install {need} (a blocklens dependency)")
+    state = BlocklensApp(store=args.store, preset=args.preset, max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+                         models=args.models)
+    for spec in state.specs:  # the user's models load now: a bad spec fails here, not in the page
+        state.model(spec)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"blocklens: warning: serving on {args.host}: anyone who can reach this address can use the app",
               file=sys.stderr)
     print(f"blocklens: open http://{'127.0.0.1' if args.host == '0.0.0.0' else args.host}:{args.port}/ "
           "(Ctrl-C stops)", file=sys.stderr)
-    serve(host=args.host, port=args.port, store=args.store, preset=args.preset,
-          max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+    serve(host=args.host, port=args.port, state=state)
     return 0

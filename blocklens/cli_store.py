@@ -198,7 +198,7 @@ def cmd_precompute(args) -> int:
                          threads=args.threads, device=args.device, ray=args.ray, gpus_per_task=args.gpus_per_task,
                          batch=args.batch, progress=False if args.no_progress else None,
                          sprites=not args.no_sprites, verify=args.verify, dry_run=args.dry_run, shard=args.shard,
-                         log=log, **over)
+                         weights=args.weights, log=log, **over)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -271,12 +271,12 @@ def cmd_store_verify(args) -> int:
 
 
 def cmd_store_export(args) -> int:
+    from .cli import load_model_arg
     from .iconcache import recipe_for
-    from .models import load_model
     from .precompute import LOGIT_GROUP, export_layer
 
     store = _open_store(args)
-    model = load_model(args.model)
+    model = load_model_arg(args)
     layer = LOGIT_GROUP if args.layer.lower() in ("logit", "logits") else model.layer(args.layer).name
     over = _recipe_args(args, None)
     if over is not None and args.recipe:

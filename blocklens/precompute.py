@@ -75,7 +75,8 @@ class Job:
     run: str = ""
     device: str | None = None   # None: the worker's own (local workers), else cuda when visible, else cpu
     threads: int | None = None  # torch threads in the worker
-    loader: Callable[[], Any] | None = None  # builds the model in the worker (default: load_model(model))
+    loader: Callable[[], Any] | None = None  # builds the model in the worker (default: load_model(model, weights))
+    weights: str | None = None  # the state dict file that goes with the spec ``model``
 
 
 _TOKEN = re.compile(r"\s*(?:(?P<all>all)|(?P<c>\d+)\s*@\s*(?P<x>\d+)\s*,\s*(?P<y>\d+)|(?P<a>\d+)(?:\s*-\s*(?P<b>\d+))?)"
@@ -234,7 +235,7 @@ def _worker_model(job: Job):
     device = job.device or _STATE.get("device")
     if not device or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    cache_key = (job.model, job.fingerprint, device)
+    cache_key = (job.model, job.weights, job.fingerprint, device)
     model = _STATE["models"].get(cache_key)
     if model is None:
         if job.loader is not None:
@@ -244,7 +245,11 @@ def _worker_model(job: Job):
         else:
             from .models import load_model
 
-            model = load_model(job.model, device=device)
+            from .models.spec import RandomWeightsWarning
+
+            with warnings.catch_warnings():  # the driver has said so already
+                warnings.simplefilter("ignore", RandomWeightsWarning)
+                model = load_model(job.model, weights=job.weights, device=device)  # rebuilt from the spec
         if model.fingerprint != job.fingerprint:
             raise BlocklensError(f"the worker's model {job.model!r} has weight fingerprint {model.fingerprint}, but "
                                  f"the plan is for {job.fingerprint}: install the same weights on every machine")
@@ -504,14 +509,18 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
                gpus_per_task: float = 0, ray_init: dict | None = None, batch: int = 8,
                progress: bool | None = None, sprites: bool = True, verify: bool = False, dry_run: bool = False,
                shard: str | tuple[int, int] | None = None, loader: Callable[[], Any] | None = None,
-               log: Callable[[str], None] | None = None, **recipe_overrides) -> dict:
+               weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
+               **recipe_overrides) -> dict:
     """Render every planned icon that the store lacks; return a summary dict.
 
-    ``model``: a zoo name, or a :class:`~blocklens.Model` (then workers, which load their own copy, need it to
-    be a zoo model or a picklable ``loader()``). ``layers``/``units``/``logits``: see :func:`plan`. ``store``:
-    an :class:`IconStore`, a directory, an fsspec URL (``storage_options`` for its file system) or None (the
-    default store). ``workers``: local worker processes (0: render in this process); ``threads``: torch
-    threads per worker (default: CPU cores / workers locally, 1 per Ray task); ``device``: ``"cpu"``,
+    ``model``: a model spec (a zoo name, ``package.module:callable``, a ``.pt2`` file, ``timm:NAME``...; see
+    :func:`blocklens.load_model`) with ``weights`` (a state dict file), or a :class:`~blocklens.Model`. Workers
+    build their own copy from the spec string and weights path (never a pickled module), so a Model must come
+    from :func:`blocklens.load_model` (it remembers its spec) or come with a picklable ``loader()``.
+    ``layers``/``units``/``logits``: see :func:`plan`. ``store``: an :class:`IconStore`, a directory, an
+    fsspec URL (``storage_options`` for its file system) or None (the default store). ``workers``: local
+    worker processes (0: render in this process); ``threads``: torch threads per worker (default: CPU cores /
+    workers locally, 1 per Ray task); ``device``: ``"cpu"``,
     ``"cuda"`` (local worker *i* gets GPU *i* mod count) or None/``"auto"``. ``ray``: run batches as Ray
     tasks instead: ``"auto"`` (the running cluster), an address (``ray://head:10001``), or ``"local"``
     (start one); an already initialized Ray is used as is; ``gpus_per_task`` reserves GPUs per task.
@@ -529,7 +538,7 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
     start-up included; ``first_result_seconds`` is when the first batch came back), per layer the same
     counts and its ``sprite``, and the ``run`` id that this run's icons carry in their metadata.
     """
-    from .models import ZOO, load_model
+    from .models import load_model
 
     t_start = time.perf_counter()
     say = log or (lambda msg: None)
@@ -543,17 +552,22 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
         raise BlocklensError(f"device must be auto, cpu or cuda, got {device!r}")
     recipe = recipe_for(**recipe_overrides)
     remote = ray is not None or workers > 0
+    weights = str(weights) if weights is not None else None
     if isinstance(model, str):
-        model_name = model
+        model_name = spec = model
         if loader is not None:
             model = loader()
-        else:  # in this process, on the device asked for; workers load their own copy
-            model = load_model(model, device="cpu" if remote else _local_devices(device, 1)[0])
+        else:  # in this process, on the device asked for; workers load their own copy from the spec
+            model = load_model(model, weights=weights, device="cpu" if remote else _local_devices(device, 1)[0])
     else:
         model_name = model.name
-    if remote and loader is None and model_name.strip().lower().replace("-", "_") not in ZOO:
-        raise BlocklensError(f"model {model_name!r} is not a zoo model, so workers cannot load it: pass "
-                             "loader= (a picklable function returning it) or workers=0")
+        spec = getattr(model, "spec", None)
+        if spec is not None and weights is None:
+            weights = getattr(model, "weights", None)
+    if remote and loader is None and spec is None:
+        raise BlocklensError(f"model {model_name!r} is not a zoo model nor loaded from a spec (bl.load_model), so "
+                             "workers cannot build it: pass loader= (a picklable function returning it) or "
+                             "workers=0")
     if not isinstance(store, IconStore):
         store = IconStore(store, storage_options=storage_options)
     if ray is not None and device == "cuda" and not gpus_per_task:
@@ -589,9 +603,10 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
     write_in_workers = store.shared or not remote
     if threads is None and ray is None and workers > 0:
         threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [Job(i, b, model_name, model.fingerprint, recipe, store.url, dict(store.storage_options),
+    jobs = [Job(i, b, spec or model_name, model.fingerprint, recipe, store.url, dict(store.storage_options),
                 write=write_in_workers, recheck=write_in_workers, run=run,
-                device=None if device in (None, "auto") or ray is None else device, threads=threads, loader=loader)
+                device=None if device in (None, "auto") or ray is None else device, threads=threads, loader=loader,
+                weights=weights)
             for i, b in enumerate(_batches(todo, batch))]
     backend = "ray" if ray is not None else ("local" if workers > 0 else "inline")
     summary: dict[str, Any] = {

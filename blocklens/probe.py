@@ -281,7 +281,8 @@ def discover_layers(module: nn.Module, example: torch.Tensor, example2: torch.Te
         prefix_tokens = int(hint) if isinstance(hint, int) else None
 
     counts = Counter(path for path, _, _ in records)
-    types = {p: type(m).__name__ for p, m in module.named_modules()}
+    # a module may name the type it stands for (an unflattened torch.export program's InterpreterModules do)
+    types = {p: getattr(m, "_blocklens_type", None) or type(m).__name__ for p, m in module.named_modules()}
     infos: list[LayerInfo] = []
     for path, call, elems in records:
         multi_call = counts[path] > 1

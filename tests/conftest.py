@@ -58,3 +58,69 @@ def live_server(tiny_explanation):
     yield SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port, state=state, store=store)
     server.should_exit = True
     thread.join(10)
+
+
+USER_NETS = '''
+import torch
+from torch import nn
+
+import blocklens as bl
+
+
+def build():
+    """A small conv classifier with 10 classes, at 64 px."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 12, 3, padding=1, stride=2),
+                        nn.ReLU(), nn.Conv2d(12, 16, 3, padding=1, stride=2), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    net.input_size = 64
+    return net
+
+
+def build_224():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 1000))
+
+
+def wrapped():
+    return bl.wrap(build(), input_size=48, labels=[f"thing {i}" for i in range(10)], name="mine")
+
+
+class Factory:
+    @staticmethod
+    def make():
+        return build()
+
+
+NOT_CALLABLE = 3
+
+
+def returns_int():
+    return 3
+
+
+def needs_arg(depth):
+    return build()
+
+
+def raises():
+    raise ValueError("no GPU today")
+'''
+
+
+@pytest.fixture
+def user_pkg(tmp_path, monkeypatch):
+    """``mypkg.nets`` (see USER_NETS) in a fresh folder that is the current directory; imported afresh."""
+    import sys
+
+    pkg = tmp_path / "userpkgs" / "mypkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nets.py").write_text(USER_NETS)
+    (pkg / "broken.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.chdir(pkg.parent)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the resolver adds the current directory; undo it after
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    yield pkg.parent
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        del sys.modules[name]

