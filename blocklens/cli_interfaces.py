@@ -50,6 +50,9 @@ def add_commands(sub, add_model) -> None:
     p.add_argument("--store", metavar="DIR", help="icon store (default $BLOCKLENS_CACHE or ~/.cache/blocklens)")
     p.add_argument("--folder", metavar="DIR", help="also write explanation.json, image.png and icons/*.png here")
     p.add_argument("--json", action="store_true", help="print the explanation's numbers as JSON on stdout")
+    p.add_argument("--cached-only", action="store_true",
+                   help="render nothing: take icons and grids only from the store; the views show the rest as "
+                        "not rendered (the numbers in seconds, e.g. for a large model on a CPU)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_explain)
 
@@ -126,10 +129,13 @@ def cmd_explain(args) -> int:
     t0 = time.perf_counter()
     progress = False if args.quiet else None
     if not args.quiet:
-        print(f"explaining {path.name} with {model.name} ({args.preset} preset); icons come from the store "
-              "or are rendered now", file=sys.stderr)
+        how = "only from the store" if args.cached_only else "from the store or are rendered now"
+        print(f"explaining {path.name} with {model.name} ({args.preset} preset); icons come {how}",
+              file=sys.stderr)
+    pictures = "cached" if args.cached_only else True
     result = explain(image, model=model, layers=_split(args.layers), classes=_split(args.classes),
-                     n_groups=args.groups, preset=args.preset, store=args.store, progress=progress)
+                     n_groups=args.groups, preset=args.preset, store=args.store, progress=progress,
+                     icons=pictures, grids=pictures)
     result.save_html(out, store=IconStore(args.store))  # layer sprite sheets from a precompute, if any
     if args.folder:
         result.save(args.folder)

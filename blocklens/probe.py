@@ -198,7 +198,8 @@ def _token_grid(n1: int, n2: int | None, ratios: tuple[float, float] | None,
                 prefix_hint: int | None) -> tuple[int, int] | None:
     """``(prefix, side)`` when ``n1`` tokens are ``prefix`` extra tokens plus a ``side x side`` grid (and, when
     seen at a second input size, ``n2`` tokens are the same prefix plus the grid grown by ``ratios``)."""
-    candidates = [prefix_hint] if prefix_hint is not None else range(0, 9)
+    # the model's own count first; then none (a patch embedding, before the CLS token joins), then up to 8
+    candidates = list(dict.fromkeys(([prefix_hint] if prefix_hint is not None else []) + list(range(0, 9))))
     for p in candidates:
         side = math.isqrt(max(n1 - p, 0))
         if side < 2 or side * side != n1 - p:

@@ -71,3 +71,21 @@ def test_explain_with_a_user_model_spec(capsys, tiny_quick, user_pkg, tmp_path):
     assert all(p["label"].startswith("class ") for p in data["predictions"])
     text = out.read_text()
     assert text.startswith("<!doctype html>") and "mypkg.nets:build" in text
+
+
+def test_explain_cached_only_renders_nothing(capsys, user_pkg, tmp_path, monkeypatch):
+    """``--cached-only``: numbers and a report at once; every icon the store lacks stays not rendered."""
+    import sys
+
+    explain_mod = sys.modules["blocklens.explain"]  # the module (bl.explain is the function)
+
+    def no_render(*a, **k):
+        raise AssertionError("--cached-only rendered an icon")
+
+    monkeypatch.setattr(explain_mod, "get_icons", no_render)
+    out = tmp_path / "r.html"
+    code = main(["explain", "dog", "--model", "mypkg.nets:build", "--out", str(out), "--store", str(tmp_path / "s"),
+                 "--groups", "3", "--quiet", "--cached-only"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.exists() and "0 icons" in stdout
