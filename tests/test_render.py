@@ -30,7 +30,10 @@ def test_same_init_makes_an_icon_independent_of_its_batch_mates(lite0):
     alone = render(lite0, ["blocks.3:5"], same_init=True, **FAST)
     together = render(lite0, ["blocks.3:9", "blocks.3:5", "blocks.3:20"], same_init=True, **FAST)
     diff = np.abs(alone.images[0] - together.images[1])
-    assert diff.mean() < 0.005 and diff.max() < 0.1  # equal up to float noise of batched convolutions
+    # equal up to float noise of batched convolutions: a batch of 1 and a batch of 2 or more run different
+    # convolution kernels, and 48 Adam steps amplify the difference; measured 0.0068 mean / 0.046 max on the
+    # Xeon that CI runs on (under 0.005 on others), against 0.1+ mean for another seed below
+    assert diff.mean() < 0.01 and diff.max() < 0.1
     other = render(lite0, ["blocks.3:5"], same_init=True, seed=3, **FAST)
     assert np.abs(alone.images[0] - other.images[0]).mean() > 10 * diff.mean()
 
