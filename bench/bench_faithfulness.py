@@ -13,7 +13,9 @@ it measures (blocklens.analyses.faithfulness):
 - groups (6, NMF): Spearman rank correlation between the group attribution and the score's drop when the group's
   exact share is removed (``rho_rm``, circular = 1 for ``ablation``), whether the top group is the most harmful
   removal (``top_rm``); non-circular: rank correlation with the score gained by restoring only that group into
-  zero activations (``rho_rs``) and its top-1 agreement (``top_rs``);
+  zero activations (``rho_rs``) and its top-1 agreement (``top_rs``); ``additivity``: the median over photos
+  of (sum of the one-at-a-time removal effects) / (effect of removing all groups at once); ``sum``: the mean
+  over photos of the groups' attributions summed (the issue's "whole-layer attribution");
 - channels: whether deleting the top-8 attributed channels drops the score more than 8 random channels
   (``ch_win``, 8 random draws);
 - spatial: whether the deletion curve of the class's probability over positions (most-attributed first, 8
@@ -115,7 +117,7 @@ def measure(model, name: str, layers, path_steps: int = 32) -> list[dict]:
                 rows.append(dict(image=name, layer=layer, score=score, method=method, cls=int(cls),
                                  rho_rm=gf.rank_correlation, top_rm=gf.top_agrees, rho_rs=gf.restore_correlation,
                                  top_rs=gf.restore_top_agrees, additivity=gf.additivity,
-                                 whole=float(g_attr.sum()), ch_win=cd and cd.wins, ch_drop=cd and cd.drop_top,
+                                 whole=float(g_attr.sum()), max_group=float(g_attr.max()), ch_win=cd and cd.wins, ch_drop=cd and cd.drop_top,
                                  ch_drop_random=cd and cd.drop_random, prob=cd and cd.full_prob,
                                  prob_top8=cd and cd.top_prob, prob_random8=cd and cd.random_prob,
                                  sp_del=sd.deletion_wins, sp_ins=sd.insertion_wins,
@@ -131,8 +133,8 @@ def table(rows: list[dict], images: list[str]) -> str:
     rows = [r for r in rows if r["image"] in images]
     keys = sorted({(r["layer"], r["score"], r["method"]) for r in rows},
                   key=lambda k: (LAYERS.index(k[0]) if k[0] in LAYERS else 99, SCORES.index(k[1]), METHODS.index(k[2])))
-    head = (f"| layer | score | method | rho_rm | top_rm | rho_rs | top_rs | additivity | ch_win | sp_del | sp_ins "
-            f"| s | n |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    head = (f"| layer | score | method | rho_rm | top_rm | rho_rs | top_rs | additivity | sum | ch_win | sp_del "
+            f"| sp_ins | s | n |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for key in keys:
         rs = [r for r in rows if (r["layer"], r["score"], r["method"]) == key]
@@ -144,7 +146,7 @@ def table(rows: list[dict], images: list[str]) -> str:
         circ = "1 (circular)" if key[2] == "ablation" else f"{mean('rho_rm'):.2f}"
         ctop = "100% (circ.)" if key[2] == "ablation" else pct("top_rm")
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {circ} | {ctop} | {mean('rho_rs'):.2f} | {pct('top_rs')} "
-                     f"| {np.nanmedian([r['additivity'] for r in rs]):.2f} | {pct('ch_win')} | {pct('sp_del')} "
+                     f"| {np.nanmedian([r['additivity'] for r in rs]):.2f} | {mean('whole'):.2f} | {pct('ch_win')} | {pct('sp_del')} "
                      f"| {pct('sp_ins')} | {mean('s'):.2f} | {len(rs)} |")
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from .analyses.attribution import (ChannelAttribution, SpatialAttribution, channel_result, class_gradients,
-                                   spatial_attribution)
+                                   class_path_gradients, spatial_attribution)
 from .analyses.common import prepare, spatial_layer, to_jsonable
 from .analyses.dictionary import SemanticDictionary, semantic_dictionary
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
@@ -48,9 +48,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 ICON_BATCH = 16  # icons rendered together: on a 2-core CPU 16 costs ~7% less per icon than 8
 PAIR_TOP = 8  # channels shown on each side of a class pair: every ordered pair's top channels get icons
 #: How the shown numbers are computed, chosen by measurement (bench/bench_faithfulness.py, docs/faithfulness.md):
-#: the score each class's numbers explain, and the method per view (channels and spatial maps: one backward
-#: pass; groups and group-to-group flows: the measured effect of removing each group, k passes from the layer).
-ATTRIBUTION = {"score": "logprob", "channels": "linear", "spatial": "linear", "groups": "ablation"}
+#: the score each class's numbers explain, and the method per view (channels: one backward pass; spatial maps:
+#: the path from zero, ``spatial_steps`` midpoint steps, every class in one batch; groups and group-to-group
+#: flows: the measured effect of removing each group, k passes from the layer).
+ATTRIBUTION = {"score": "logprob", "channels": "linear", "spatial": "path", "spatial_steps": 16,
+               "groups": "ablation"}
 DEFAULT_LAYERS = {"efficientnet_lite0": ["blocks.7", "blocks.11"], "efficientnet_lite1": ["blocks.10", "blocks.16"],
                   "efficientnet_lite2": ["blocks.10", "blocks.16"]}
 
@@ -255,9 +257,19 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
                      for k, c in enumerate(cls)}
         pair = channel_result(model, name, cls[:2], "linear", products[0] - products[1],
                               float(logits[0] - logits[1]), score_name=sc)
-        spatial = {c: SpatialAttribution(name, model.labels[c], "class", "linear",
-                                         products[k].sum(0).double().cpu().numpy(), 1, [c], sc)
-                   for k, c in enumerate(cls)}
+        if methods["spatial"] == "path":
+            steps = int(methods["spatial_steps"])
+            _, pg, at, at0 = class_path_gradients(model, prep.x, name, cls, sc, steps=steps)
+            pp = act.unsqueeze(0) * pg
+            gaps = [abs(float(pp[k].double().sum()) - float(at[k] - at0[k])) / max(abs(float(at[k] - at0[k])), 1e-12)
+                    for k in range(len(cls))]
+            spatial = {c: SpatialAttribution(name, model.labels[c], "class", "path", pp[k].sum(0).double().cpu().numpy(),
+                                             steps, [c], sc, float(at[k]), float(at0[k]), gaps[k])
+                       for k, c in enumerate(cls)}
+        else:
+            spatial = {c: SpatialAttribution(name, model.labels[c], "class", "linear",
+                                             products[k].sum(0).double().cpu().numpy(), 1, [c], sc)
+                       for k, c in enumerate(cls)}
         channels = model.layer(name).channels
         options = {k: neuron_groups(model, prep, name, n_groups=k, classes=cls, score=sc, method=gm)
                    for k in counts if k <= channels}
@@ -268,7 +280,8 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
             c0 = cls[0]
             lr.faithfulness = layer_report(model, prep.x, name, c0, model.labels[c0],
                                            channel_values=per_class[c0].values, channel_method="linear",
-                                           spatial_map=spatial[c0].maps, spatial_method="linear", groups=groups,
+                                           spatial_map=spatial[c0].maps, spatial_method=spatial[c0].method,
+                                           spatial_gap=spatial[c0].gap, groups=groups,
                                            score=sc, act=act.detach())
         layer_results.append(lr)
         times[f"analyses {name}"] = time.perf_counter() - t

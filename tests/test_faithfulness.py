@@ -6,7 +6,8 @@ import torch
 
 import blocklens as bl
 from blocklens.analyses import faithfulness as F
-from blocklens.analyses.attribution import channel_attribution, class_gradients, spatial_attribution
+from blocklens.analyses.attribution import (channel_attribution, class_gradients, class_path_gradients,
+                                           spatial_attribution)
 from blocklens.analyses.common import prepare
 from blocklens.analyses.groups import group_attribution, neuron_groups
 from blocklens.explain import ATTRIBUTION, default_layers
@@ -100,10 +101,12 @@ def test_default_numbers_are_faithful(lite0, name, cls):
     for layer in default_layers(lite0):
         act, grads, _ = class_gradients(lite0, prep.x, layer, [cls], score)
         prod = (act * grads[0]).double().numpy()
+        assert ATTRIBUTION["channels"] == "linear" and ATTRIBUTION["spatial"] == "path"
+        _, pg, _, _ = class_path_gradients(lite0, prep.x, layer, [cls], score, steps=ATTRIBUTION["spatial_steps"])
         g = neuron_groups(lite0, prep, layer, classes=[cls], score=score, method=ATTRIBUTION["groups"])
         rep = F.layer_report(lite0, prep.x, layer, cls, name, channel_values=prod.sum((1, 2)),
-                             channel_method="linear", spatial_map=prod.sum(0), spatial_method="linear", groups=g,
-                             score=score, act=act)
+                             channel_method="linear", spatial_map=(act * pg[0]).sum(0).numpy(),
+                             spatial_method="path", groups=g, score=score, act=act)
         assert rep["groups"]["rank_correlation"] >= 0.8 and rep["groups"]["top_agrees"], (name, layer)
         assert rep["channels"]["wins"], (name, layer, rep["lines"]["channels"])
         assert rep["spatial"]["deletion_wins"], (name, layer, rep["lines"]["spatial"])
@@ -130,6 +133,14 @@ def test_every_result_names_score_and_method(lite0, dog):
     lp = channel_attribution(lite0, dog, "blocks.11", "malamute", score="logprob").values
     lg = channel_attribution(lite0, dog, "blocks.11", "malamute").values
     assert not np.allclose(lp, lg)
+
+
+def test_class_path_gradients_batch_equals_one_by_one(lite0, dog):
+    act, g, s, s0 = class_path_gradients(lite0, dog.x, "blocks.11", [249, 235], "logprob", steps=8, chunk=5)
+    for k, c in enumerate([249, 235]):
+        one = channel_attribution(lite0, dog, "blocks.11", c, method="path", steps=8, score="logprob")
+        np.testing.assert_allclose((act * g[k]).sum((1, 2)).double().numpy(), one.values, atol=1e-5)
+        assert abs(float(s[k]) - one.score) < 1e-4 and abs(float(s0[k]) - one.baseline) < 1e-4
 
 
 def test_path_reaches_one_percent_at_200_steps(lite0, dog):

@@ -174,6 +174,43 @@ def class_gradients(model, x: torch.Tensor, layer: str, classes: Sequence[int], 
     return act, g, logits.detach()
 
 
+def class_path_gradients(model, x: torch.Tensor, layer: str, classes: Sequence[int], score: str = "logit",
+                         steps: int = 16, rule: str = "midpoint", chunk: int = 64
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Path attribution inputs for several classes at once: ``A`` (C, ...), the path-averaged gradients ``G``
+    (K, C, ...) of each class's score, the scores at ``A`` (K,) and at zero activations (K,). The (class, alpha)
+    pairs run as batches of ``chunk`` from the layer on; ``(A * G[k]).sum()`` is close to
+    ``score_k(A) - score_k(0)`` (the completeness gap shrinks with ``steps``)."""
+    if score not in ("logit", "logprob"):
+        raise BlocklensError(f"class_path_gradients explains each class's 'logit' or 'logprob', not {score!r}")
+    _check_method("path", steps)
+    name = model.layer(layer).name
+    with torch.no_grad(), model.probe([name]) as probe:
+        probe.run(x)
+    act = probe.activations[name][0]
+    cls = torch.as_tensor([int(c) for c in classes])
+    alphas = alphas_for(steps, rule).to(act)
+    pairs = [(k, a) for k in range(len(cls)) for a in range(steps)]
+    total = torch.zeros((len(cls), *act.shape), dtype=torch.float64)
+    for start in range(0, len(pairs), chunk):
+        ks = torch.as_tensor([k for k, _ in pairs[start:start + chunk]])
+        al = alphas[torch.as_tensor([a for _, a in pairs[start:start + chunk]])]
+        scaled = (al.view(-1, *[1] * act.dim()) * act).requires_grad_(True)
+        out, _ = run_replaced(model, x, name, scaled)
+        vals = out[torch.arange(len(ks)), cls[ks]]
+        if score == "logprob":
+            vals = vals - torch.logsumexp(out, dim=1)
+        (g,) = torch.autograd.grad(vals.sum(), scaled)
+        total.index_add_(0, ks, g.double().cpu())
+    with torch.no_grad():
+        ends = torch.stack([act, torch.zeros_like(act)])
+        out, _ = run_replaced(model, x, name, ends)
+        vals = out[:, cls]
+        if score == "logprob":
+            vals = vals - torch.logsumexp(out, dim=1, keepdim=True)
+    return act, (total / steps).to(act.dtype), vals[0].detach(), vals[1].detach()
+
+
 # -- channel attribution -----------------------------------------------------------------------------------------
 @dataclass
 class ChannelAttribution:

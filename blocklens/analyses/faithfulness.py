@@ -212,9 +212,9 @@ class ChannelDeletion:
     def summary(self, label: str = "") -> str:
         what = f" {label}" if label else ""
         if self.full_prob is not None:
-            return (f"removing these {self.k} channels takes{what} from {100 * self.full_prob:.0f}% to "
+            return (f"Removing these {self.k} channels takes{what} from {100 * self.full_prob:.0f}% to "
                     f"{100 * self.top_prob:.0f}%; {self.k} random channels: {100 * self.random_prob:.0f}%")
-        return (f"removing these {self.k} channels lowers{what} by {self.drop_top:.2f}; "
+        return (f"Removing these {self.k} channels lowers{what} by {self.drop_top:.2f}; "
                 f"{self.k} random channels: {self.drop_random:.2f}")
 
     def to_json(self) -> dict:
@@ -362,7 +362,7 @@ def describe(method: str, score: str) -> str:
 
 def layer_report(model, x, layer: str, cls: int, label: str, *, channel_values, channel_method: str,
                  spatial_map, spatial_method: str, groups, score: str, act: torch.Tensor | None = None,
-                 k: int = 8) -> dict:
+                 k: int = 8, spatial_gap: float | None = None) -> dict:
     """The faithfulness figures of one layer's shown numbers for the class ``cls`` (one image), as plain JSON:
     ``channels`` (:class:`ChannelDeletion`, top-``k`` vs ``k`` random), ``spatial`` (:class:`SpatialDeletion`),
     ``groups`` (:class:`GroupFaithfulness` of ``groups``' attribution to ``cls``), and ``lines``: one sentence
@@ -380,7 +380,7 @@ def layer_report(model, x, layer: str, cls: int, label: str, *, channel_values, 
     spatial_line = (f"Removing the quarter of positions this map ranks highest takes {label} from "
                     f"{100 * sd.deletion_prob[0]:.0f}% to {100 * sd.deletion_prob[q]:.0f}%; a random quarter: "
                     f"{100 * sd.deletion_random_prob[q]:.0f}% (deletion curve {'below' if sd.deletion_wins else 'NOT below'}"
-                    f" random).")
+                    f" random)." + (f" Path completeness gap {100 * spatial_gap:.0f}%." if spatial_gap is not None else ""))
     if groups.method == "ablation":
         group_line = (f"Each group's number is the measured drop of {label}'s {_SCORE_WORDS[score]} when its share "
                       f"of the activations is removed (exact by construction). Check: restoring each group alone "
