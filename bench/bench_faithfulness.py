@@ -26,6 +26,7 @@ it measures (blocklens.analyses.faithfulness):
   for layers with more than 256 channels).
 
 Run: python bench/bench_faithfulness.py [--out results.jsonl] [--images a,b] [--layers l1,l2]
+     python bench/bench_faithfulness.py --spatial-steps 16   (explain's spatial default on every photo)
      python bench/bench_faithfulness.py --table results.jsonl   (only print the table of saved results)
 """
 from __future__ import annotations
@@ -129,6 +130,25 @@ def measure(model, name: str, layers, path_steps: int = 32) -> list[dict]:
     return rows
 
 
+def spatial_path_check(model, steps: int, layers) -> None:
+    """The explain default for maps: path from zero at ``steps`` steps, every photo: deletion win and gap."""
+    from blocklens.analyses.attribution import class_path_gradients
+
+    for layer in layers:
+        wins, gaps = [], []
+        for name in TUNE + HELD_OUT:
+            x = prepare(model, image_path(name)).x
+            c = model.predict(x, top=1)[0].index
+            act, g, s, s0 = class_path_gradients(model, x, layer, [c], "logprob", steps=steps)
+            sd = F.spatial_deletion(model, x, layer, (act * g[0]).sum(0).numpy(), [c], score="logprob", steps=8,
+                                    n_random=2, act=act)
+            wins.append(sd.deletion_wins)
+            gaps.append(abs(float((act * g[0]).double().sum()) - float(s[0] - s0[0])) / abs(float(s[0] - s0[0])))
+        print(f"{layer} path {steps} steps, logprob: spatial deletion beats random on {sum(wins)}/{len(wins)} photos "
+              f"(held out: {sum(wins[len(TUNE):])}/{len(HELD_OUT)}); completeness gap median {np.median(gaps):.3f}, "
+              f"max {max(gaps):.3f}")
+
+
 def table(rows: list[dict], images: list[str]) -> str:
     rows = [r for r in rows if r["image"] in images]
     keys = sorted({(r["layer"], r["score"], r["method"]) for r in rows},
@@ -157,8 +177,13 @@ def main():
     ap.add_argument("--images", default=",".join(TUNE + HELD_OUT))
     ap.add_argument("--layers", default=",".join(LAYERS))
     ap.add_argument("--table", default=None, help="print the tables of a saved results file and exit")
+    ap.add_argument("--spatial-steps", type=int, default=None,
+                    help="only check path maps at this many steps on every photo (explain's default: 16)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.spatial_steps:
+        spatial_path_check(bl.load_model("efficientnet_lite0"), args.spatial_steps, args.layers.split(",")[:2])
+        return
     if args.table:
         rows = [json.loads(l) for l in Path(args.table).read_text().splitlines() if l.strip()]
     else:
