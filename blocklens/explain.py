@@ -33,7 +33,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from .analyses.attribution import (ChannelAttribution, SpatialAttribution, channel_result, class_gradients,
-                                   spatial_attribution)
+                                   class_path_gradients, spatial_attribution)
 from .analyses.common import prepare, spatial_layer, to_jsonable
 from .analyses.dictionary import SemanticDictionary, semantic_dictionary
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
@@ -47,6 +47,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 ICON_BATCH = 16  # icons rendered together: on a 2-core CPU 16 costs ~7% less per icon than 8
 PAIR_TOP = 8  # channels shown on each side of a class pair: every ordered pair's top channels get icons
+#: How the shown numbers are computed, chosen by measurement (bench/bench_faithfulness.py, docs/faithfulness.md):
+#: the score each class's numbers explain, and the method per view (channels: one backward pass; spatial maps:
+#: the path from zero, ``spatial_steps`` midpoint steps, every class in one batch; groups and group-to-group
+#: flows: the measured effect of removing each group, k passes from the layer).
+ATTRIBUTION = {"score": "logprob", "channels": "linear", "spatial": "path", "spatial_steps": 16,
+               "groups": "ablation"}
 DEFAULT_LAYERS = {"efficientnet_lite0": ["blocks.7", "blocks.11"], "efficientnet_lite1": ["blocks.10", "blocks.16"],
                   "efficientnet_lite2": ["blocks.10", "blocks.16"]}
 
@@ -111,6 +117,8 @@ class LayerExplanation:
     group_options: dict[int, NeuronGroups] = field(default_factory=dict)  # every group count on the slider
     grid: Any | None = None
     grid_key: str | None = None
+    faithfulness: dict | None = None  # faithfulness.layer_report for the top class: figures and one line per view
+    methods: dict = field(default_factory=dict)  # {"score", "channels", "spatial", "groups"} as computed
 
     def shown_channels(self, pair_top: int = PAIR_TOP) -> list[int]:
         """Every channel a view can show: the dictionary's, and the top channels on both sides of every pair
@@ -133,6 +141,7 @@ class LayerExplanation:
             "pair": self.pair.to_json(),
             "spatial": {str(c): to_jsonable(s.maps) for c, s in self.spatial.items()},
             "groups": self.groups.to_json(),
+            "methods": self.methods, "faithfulness": self.faithfulness,
             "grid": (dict(self.grid.to_json(image=False), file=f"grid_{self.layer}.png")
                      if self.grid is not None else None),
         }
@@ -232,11 +241,17 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
             *, top: int = 5, n_groups: int = 6, group_counts: Sequence[int] | None = None,
             grids: bool | str = True, icons: bool | str = True, preset: str = "default",
             icon_recipe: dict | None = None, grid_recipe: dict | None = None,
-            store: IconStore | str | None | bool = None, progress: bool | None = None) -> Explanation:
+            store: IconStore | str | None | bool = None, progress: bool | None = None,
+            score: str | None = None, group_method: str | None = None, faithfulness: bool = True) -> Explanation:
     """Every building block for ``image``. ``model``: a Model or a zoo name; ``layers``: spatial layers (default:
     two per model, :func:`default_layers`); ``classes``: the classes to explain (default: the top ``top``
     predictions), the first two form the contrasted pair. ``preset`` sets the icon and grid recipes;
-    ``icon_recipe`` / ``grid_recipe`` override single settings of it."""
+    ``icon_recipe`` / ``grid_recipe`` override single settings of it.
+
+    ``score`` (``"logit"`` or ``"logprob"``) and ``group_method`` (``"linear"`` or ``"ablation"``) override
+    :data:`ATTRIBUTION`; ``faithfulness`` measures, per layer, how well the shown numbers predict removing what
+    they credit (:func:`~.analyses.faithfulness.layer_report`, about a second per layer)."""
+    from .analyses.faithfulness import layer_report
     from .models import Model, load_model
 
     if preset not in PRESETS:
@@ -264,37 +279,58 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     probs = {p.index: p.prob for p in ranked}
     predictions = [{"index": c, "label": model.labels[c], "prob": probs[c]} for c in cls]
     times["predict"] = time.perf_counter() - t0
+    methods = dict(ATTRIBUTION, **{k: v for k, v in (("score", score), ("groups", group_method)) if v})
+    sc, gm = methods["score"], methods["groups"]
 
     layer_results = []
     for name in names:
         t = time.perf_counter()
         dictionary = semantic_dictionary(model, prep, name)
-        act, grads, logits = class_gradients(model, prep.x, name, cls)  # linear: one pass for all classes
+        act, grads, logits = class_gradients(model, prep.x, name, cls, sc)  # linear: one pass for all classes
         products = act.unsqueeze(0) * grads
-        per_class = {c: channel_result(model, name, [c], "linear", products[k], float(logits[k]))
+        per_class = {c: channel_result(model, name, [c], "linear", products[k], float(logits[k]), score_name=sc)
                      for k, c in enumerate(cls)}
         pair = channel_result(model, name, cls[:2], "linear", products[0] - products[1],
-                              float(logits[0] - logits[1]))
-        spatial = {c: SpatialAttribution(name, model.labels[c], "class", "linear",
-                                         products[k].sum(0).double().cpu().numpy(), 1, [c])
-                   for k, c in enumerate(cls)}
+                              float(logits[0] - logits[1]), score_name=sc)
+        if methods["spatial"] == "path":
+            steps = int(methods["spatial_steps"])
+            _, pg, at, at0 = class_path_gradients(model, prep.x, name, cls, sc, steps=steps)
+            pp = act.unsqueeze(0) * pg
+            gaps = [abs(float(pp[k].double().sum()) - float(at[k] - at0[k])) / max(abs(float(at[k] - at0[k])), 1e-12)
+                    for k in range(len(cls))]
+            spatial = {c: SpatialAttribution(name, model.labels[c], "class", "path", pp[k].sum(0).double().cpu().numpy(),
+                                             steps, [c], sc, float(at[k]), float(at0[k]), gaps[k])
+                       for k, c in enumerate(cls)}
+        else:
+            spatial = {c: SpatialAttribution(name, model.labels[c], "class", "linear",
+                                             products[k].sum(0).double().cpu().numpy(), 1, [c], sc)
+                       for k, c in enumerate(cls)}
         channels = model.layer(name).channels
-        options = {k: neuron_groups(model, prep, name, n_groups=k, classes=cls) for k in counts if k <= channels}
+        options = {k: neuron_groups(model, prep, name, n_groups=k, classes=cls, score=sc, method=gm)
+                   for k in counts if k <= channels}
         groups = options.get(n_groups) or options[max(options)]
-        layer_results.append(LayerExplanation(name, model.layer(name).shape, dictionary, per_class, pair, spatial,
-                                              groups, act.detach().float().cpu().numpy(), options))
+        lr = LayerExplanation(name, model.layer(name).shape, dictionary, per_class, pair, spatial, groups,
+                              act.detach().float().cpu().numpy(), options, methods=dict(methods))
+        if faithfulness:
+            c0 = cls[0]
+            lr.faithfulness = layer_report(model, prep.x, name, c0, model.labels[c0],
+                                           channel_values=per_class[c0].values, channel_method="linear",
+                                           spatial_map=spatial[c0].maps, spatial_method=spatial[c0].method,
+                                           spatial_gap=spatial[c0].gap, groups=groups,
+                                           score=sc, act=act.detach())
+        layer_results.append(lr)
         times[f"analyses {name}"] = time.perf_counter() - t
 
     flows = []
     for a, b in zip(layer_results, layer_results[1:]):
         t = time.perf_counter()
         l2l = spatial_attribution(model, prep, a.layer, b.layer)
-        by_k = {k: group_attribution(model, prep, a.group_options[k], b.group_options[k])
+        by_k = {k: group_attribution(model, prep, a.group_options[k], b.group_options[k], method=gm)
                 for k in a.group_options if k in b.group_options}
         same_k = a.groups.n_groups == b.groups.n_groups and a.groups.n_groups in by_k
-        default = by_k[a.groups.n_groups] if same_k else group_attribution(model, prep, a.groups, b.groups)
+        default = by_k[a.groups.n_groups] if same_k else group_attribution(model, prep, a.groups, b.groups, method=gm)
         flows.append({"from": a.layer, "to": b.layer, "spatial_scale": l2l.scale, "spatial": l2l.maps,
-                      "groups": default, "groups_by_k": by_k})
+                      "groups": default, "groups_by_k": by_k, "groups_method": gm})
         times[f"flow {a.layer}->{b.layer}"] = time.perf_counter() - t
 
     result = Explanation(model.name, model.fingerprint, _image_sha(prep.x), prep.crop, predictions, cls,

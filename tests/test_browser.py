@@ -137,6 +137,18 @@ def check_views(page, doc, prefix):
     assert groups.get_attribute("data-k") == str(counts[-1])
     assert groups.locator(".group-layer").first.locator(".group-card").count() == counts[-1]
     assert groups.locator(".sankey-svg .node").count() == 2 * counts[-1] + len(doc["classes"])
+    # every link the page document holds is drawn, negative ones dashed; the predicted class gets positive flow
+    last = doc["layers"][-1]["groups"]["options"][str(counts[-1])]["attribution"]
+    top = doc["classes"][0]
+    if max(row[0] for row in last) > 0:
+        assert groups.locator(f'.sankey-svg .link[data-dst="class:{top}"][data-sign="+"]').count() > 0
+    else:  # no positive evidence: the view says so in words
+        assert doc["labels"][str(top)] in groups.locator(".sankey-note").inner_text()
+    assert groups.locator('.sankey-svg .link.neg[data-sign="-"]').count() > 0
+    # each view says how its numbers were computed and how faithful they measured on this image
+    for view, sel in (("groups", "#groups"), ("channels", "#classes"), ("spatial", "#spatial")):
+        lines = page.locator(f'{sel} .method-line[data-view="{view}"]').all_inner_texts()
+        assert lines and all("Faithfulness on this image" in t for t in lines), (view, lines)
     groups.locator(".group-layer").nth(1).locator(".group-card").nth(1).hover()
     assert groups.get_attribute("data-isolated") == "1:1"
     assert groups.locator(".group-card.dim").count() == 2 * counts[-1] - 1

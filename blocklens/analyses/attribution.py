@@ -34,6 +34,9 @@ from ..errors import BlocklensError
 from .common import MAX_POSITIONS, Prepared, check_positions, class_indices, prepare, spatial_layer, to_jsonable
 
 METHODS = ("linear", "path")
+#: What is explained: a class's ``logit``, its log-probability ``logprob`` (``logit - logsumexp(logits)``), or, for
+#: two classes, ``pair`` = ``logit(a) - logit(b)`` (which equals the difference of their log-probabilities).
+SCORES = ("logit", "logprob", "pair")
 
 
 def _check_method(method: str, steps: int) -> None:
@@ -53,15 +56,27 @@ def alphas_for(steps: int, rule: str = "midpoint") -> torch.Tensor:
     raise BlocklensError(f"unknown path rule {rule!r}; choose 'midpoint' or 'left'")
 
 
-def class_score(classes: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """logits (B, K) -> (B,): the logit of one class, or the first minus the second."""
-    if len(classes) == 1:
-        (a,) = classes
+def class_score(classes: Sequence[int], score: str = "logit") -> Callable[[torch.Tensor], torch.Tensor]:
+    """logits (B, K) -> (B,): the ``score`` (:data:`SCORES`) of one class, or the first minus the second (two
+    classes: always ``pair``, the same for logits and log-probabilities)."""
+    if score not in SCORES:
+        raise BlocklensError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+    if len(classes) == 1 and score != "pair":
+        (a,) = (int(c) for c in classes)
+        if score == "logprob":
+            return lambda out: out[:, a] - torch.logsumexp(out, dim=1)
         return lambda out: out[:, a]
     if len(classes) == 2:
-        a, b = classes
+        a, b = (int(c) for c in classes)
         return lambda out: out[:, a] - out[:, b]
+    if score == "pair":
+        raise BlocklensError(f"the 'pair' score needs two classes, got {len(classes)}")
     raise BlocklensError(f"give one class or two (their difference is explained), not {len(classes)}")
+
+
+def pair_score_name(classes: Sequence[int], score: str) -> str:
+    """The name of the score a result of ``classes`` explains: ``pair`` for two classes."""
+    return "pair" if len(classes) == 2 else score
 
 
 def run_replaced(model, x: torch.Tensor, source: str, replacement: torch.Tensor, layers: Sequence[str] = (),
@@ -139,11 +154,13 @@ def layer_gradients(model, x: torch.Tensor, layer: str, score_fn, method: str = 
     return LayerGradients(act, (total / steps).float(), score, base, steps)
 
 
-def class_gradients(model, x: torch.Tensor, layer: str, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                    torch.Tensor]:
+def class_gradients(model, x: torch.Tensor, layer: str, classes: Sequence[int], score: str = "logit"
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Linear attribution inputs for several classes at once: the activation ``A`` (C, ...), the gradients
-    ``G`` (K, C, ...) of each class's logit, and the logits (K,). One forward to the layer, the rest of the
-    network once on a batch of K copies of ``A``, one backward pass."""
+    ``G`` (K, C, ...) of each class's score (``logit`` or ``logprob``), and the scores (K,). One forward to the
+    layer, the rest of the network once on a batch of K copies of ``A``, one backward pass."""
+    if score not in ("logit", "logprob"):
+        raise BlocklensError(f"class_gradients explains each class's 'logit' or 'logprob', not {score!r}")
     name = model.layer(layer).name
     with torch.no_grad(), model.probe([name]) as probe:
         probe.run(x)
@@ -151,14 +168,54 @@ def class_gradients(model, x: torch.Tensor, layer: str, classes: Sequence[int]) 
     copies = act.expand(len(classes), *act.shape).clone().requires_grad_(True)
     out, _ = run_replaced(model, x, name, copies)
     logits = out[torch.arange(len(classes)), torch.as_tensor(classes)]
+    if score == "logprob":
+        logits = logits - torch.logsumexp(out, dim=1)
     (g,) = torch.autograd.grad(logits.sum(), copies)
     return act, g, logits.detach()
+
+
+def class_path_gradients(model, x: torch.Tensor, layer: str, classes: Sequence[int], score: str = "logit",
+                         steps: int = 16, rule: str = "midpoint", chunk: int = 64
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Path attribution inputs for several classes at once: ``A`` (C, ...), the path-averaged gradients ``G``
+    (K, C, ...) of each class's score, the scores at ``A`` (K,) and at zero activations (K,). The (class, alpha)
+    pairs run as batches of ``chunk`` from the layer on; ``(A * G[k]).sum()`` is close to
+    ``score_k(A) - score_k(0)`` (the completeness gap shrinks with ``steps``)."""
+    if score not in ("logit", "logprob"):
+        raise BlocklensError(f"class_path_gradients explains each class's 'logit' or 'logprob', not {score!r}")
+    _check_method("path", steps)
+    name = model.layer(layer).name
+    with torch.no_grad(), model.probe([name]) as probe:
+        probe.run(x)
+    act = probe.activations[name][0]
+    cls = torch.as_tensor([int(c) for c in classes])
+    alphas = alphas_for(steps, rule).to(act)
+    pairs = [(k, a) for k in range(len(cls)) for a in range(steps)]
+    total = torch.zeros((len(cls), *act.shape), dtype=torch.float64)
+    for start in range(0, len(pairs), chunk):
+        ks = torch.as_tensor([k for k, _ in pairs[start:start + chunk]])
+        al = alphas[torch.as_tensor([a for _, a in pairs[start:start + chunk]])]
+        scaled = (al.view(-1, *[1] * act.dim()) * act).requires_grad_(True)
+        out, _ = run_replaced(model, x, name, scaled)
+        vals = out[torch.arange(len(ks)), cls[ks]]
+        if score == "logprob":
+            vals = vals - torch.logsumexp(out, dim=1)
+        (g,) = torch.autograd.grad(vals.sum(), scaled)
+        total.index_add_(0, ks, g.double().cpu())
+    with torch.no_grad():
+        ends = torch.stack([act, torch.zeros_like(act)])
+        out, _ = run_replaced(model, x, name, ends)
+        vals = out[:, cls]
+        if score == "logprob":
+            vals = vals - torch.logsumexp(out, dim=1, keepdim=True)
+    return act, (total / steps).to(act.dtype), vals[0].detach(), vals[1].detach()
 
 
 # -- channel attribution -----------------------------------------------------------------------------------------
 @dataclass
 class ChannelAttribution:
-    """Per-channel attribution of ``score`` (one logit, or logit(a) - logit(b)) at ``layer``.
+    """Per-channel attribution at ``layer`` of the score named ``score_name`` (``logit``, ``logprob`` or ``pair``:
+    logit(a) - logit(b)), whose value for this image is ``score``.
 
     ``values`` (C,): each channel's attribution summed over positions; ``positive`` / ``negative``: the top
     channels as (channel, value), strongest first; ``gap``: completeness gap of the path method.
@@ -176,6 +233,7 @@ class ChannelAttribution:
     positive: list[tuple[int, float]]
     negative: list[tuple[int, float]]
     icons: dict[int, object] | None = None
+    score_name: str = "logit"
 
     def __repr__(self) -> str:
         what = " - ".join(self.labels)
@@ -185,6 +243,7 @@ class ChannelAttribution:
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("layer", "classes", "labels", "method", "steps", "values", "score",
                                            "baseline", "gap", "positive", "negative")}
+        d["score_value"], d["score"] = d["score"], self.score_name
         d["icons"] = {c: i.key for c, i in self.icons.items()} if self.icons else None
         return to_jsonable(d)
 
@@ -198,29 +257,33 @@ def _top(values: np.ndarray, k: int) -> tuple[list[tuple[int, float]], list[tupl
 
 def channel_result(model, layer: str, classes: list[int], method: str, product: torch.Tensor, score: float,
                    baseline: float | None = None, gap: float | None = None, steps: int = 1,
-                   top: int = 8) -> ChannelAttribution:
+                   top: int = 8, score_name: str = "logit") -> ChannelAttribution:
     """A :class:`ChannelAttribution` from the attribution product ``A * G`` (C, ...)."""
     values = (product.flatten(1).sum(1) if product.dim() > 1 else product).double().cpu().numpy()
     pos, neg = _top(values, top)
     return ChannelAttribution(model.layer(layer).name, list(classes), [model.labels[i] for i in classes], method,
-                              steps, values, score, baseline, gap, pos, neg)
+                              steps, values, score, baseline, gap, pos, neg,
+                              score_name=pair_score_name(classes, score_name))
 
 
 def channel_attribution(model, image, layer: str, classes, *, method: str = "linear", steps: int = 50,
                         rule: str = "midpoint", tolerance: float | None = None, max_steps: int = 800,
-                        top: int = 8, icons: bool = False, store=None, **icon_recipe) -> ChannelAttribution:
+                        top: int = 8, score: str = "logit", icons: bool = False, store=None,
+                        **icon_recipe) -> ChannelAttribution:
     """Which channels of ``layer`` decided ``classes`` (one class, or two: "a over b") for ``image``.
 
-    With ``method="path"`` and a ``tolerance``, the number of steps doubles until the completeness gap is
-    below it (or ``max_steps`` is reached; the result reports the gap either way).
+    ``score``: ``logit`` or ``logprob`` of one class (two classes: their logit difference). With
+    ``method="path"`` and a ``tolerance``, the number of steps doubles until the completeness gap is below it
+    (or ``max_steps`` is reached; the result reports the gap either way).
     """
     prep = prepare(model, image)
     idx = class_indices(model, classes)
-    score_fn = class_score(idx)
+    score_fn = class_score(idx, score)
     lg = layer_gradients(model, prep.x, layer, score_fn, method, steps, rule)
     while method == "path" and tolerance is not None and lg.gap > tolerance and lg.steps * 2 <= max_steps:
         lg = layer_gradients(model, prep.x, layer, score_fn, method, lg.steps * 2, rule)
-    result = channel_result(model, layer, idx, method, lg.product, lg.score, lg.baseline, lg.gap, lg.steps, top)
+    result = channel_result(model, layer, idx, method, lg.product, lg.score, lg.baseline, lg.gap, lg.steps, top,
+                            score)
     if icons:
         from ..iconcache import icons as get_icons
 
@@ -246,6 +309,10 @@ class SpatialAttribution:
     maps: np.ndarray
     steps: int = 1
     classes: list[int] = field(default_factory=list)
+    score: str = "logit"  # class targets: logit | logprob | pair; layer targets: "norm" (||A2[:, y2, x2]||)
+    score_value: float | None = None  # class targets: the score at the image's activations
+    baseline: float | None = None     # class targets, path: the score at zero activations
+    gap: float | None = None          # class targets, path: the completeness gap (see LayerGradients.gap)
 
     @property
     def scale(self) -> float:
@@ -259,19 +326,23 @@ class SpatialAttribution:
 
     def to_json(self) -> dict:
         return to_jsonable({"source": self.source, "target": self.target, "target_kind": self.target_kind,
-                            "method": self.method, "steps": self.steps, "classes": self.classes,
+                            "method": self.method, "score": self.score, "steps": self.steps, "classes": self.classes,
+                            "score_value": self.score_value, "baseline": self.baseline, "gap": self.gap,
                             "shape": list(self.maps.shape), "scale": self.scale, "maps": self.maps})
 
 
 def spatial_attribution(model, image, source_layer: str, target, *, method: str = "linear", steps: int = 50,
                         rule: str = "midpoint", chunk: int | None = None, strategy: str = "auto",
-                        max_positions: int = MAX_POSITIONS) -> SpatialAttribution:
+                        max_positions: int = MAX_POSITIONS, score: str = "logit", tolerance: float | None = None,
+                        max_steps: int = 800) -> SpatialAttribution:
     """Where, at ``source_layer``, the evidence for ``target`` lies.
 
     ``target``: a class (name or index; or two classes for "a over b") -> a map over the source positions;
     or a later layer's name -> for every position of that layer, a map over the source positions. That costs one
     backward pass per position of the later layer (times ``steps`` forward passes for ``path``): a later layer
     with more than ``max_positions`` positions raises :class:`~blocklens.errors.CostError` before any work.
+    For a class target, ``score`` is ``logit`` or ``logprob``, and ``method="path"`` with a ``tolerance``
+    doubles the steps until the completeness gap is below it (as :func:`channel_attribution`).
     """
     src = spatial_layer(model, source_layer, "spatial attribution")
     target_layer = _as_layer(model, target)
@@ -282,16 +353,20 @@ def spatial_attribution(model, image, source_layer: str, target, *, method: str 
     prep = prepare(model, image)
     if target_layer is None:
         idx = class_indices(model, target)
-        lg = layer_gradients(model, prep.x, src.name, class_score(idx), method, steps, rule, chunk or 16)
+        fn = class_score(idx, score)
+        lg = layer_gradients(model, prep.x, src.name, fn, method, steps, rule, chunk or 16)
+        while method == "path" and tolerance is not None and lg.gap > tolerance and lg.steps * 2 <= max_steps:
+            lg = layer_gradients(model, prep.x, src.name, fn, method, lg.steps * 2, rule, chunk or 16)
         maps = lg.product.sum(0).double().cpu().numpy()
         return SpatialAttribution(src.name, " - ".join(model.labels[i] for i in idx), "class", method, maps,
-                                  lg.steps, idx)
+                                  lg.steps, idx, pair_score_name(idx, score), lg.score, lg.baseline, lg.gap)
     dst = spatial_layer(model, target_layer, "layer-to-layer attribution")
     if dst.order <= src.order:
         raise BlocklensError(f"the target layer {dst.name!r} must come after the source layer {src.name!r} "
                              "in the forward pass")
     maps = layer_to_layer(model, prep, src.name, dst.name, method, steps, rule, chunk or 64, strategy)
-    return SpatialAttribution(src.name, dst.name, "layer", method, maps, steps if method == "path" else 1)
+    return SpatialAttribution(src.name, dst.name, "layer", method, maps, steps if method == "path" else 1,
+                              score="norm")
 
 
 def _as_layer(model, target) -> str | None:

@@ -24,6 +24,12 @@ reconstructs at all form a ``residual``. With ``G = d logit / d A``::
     attribution[g, class] = sum(A_g * G_class)      residual[class] = sum(A_residual * G_class)
     sum_g attribution[g, class] + residual[class] == whole[class] == sum(A * G_class)
 
+``method="ablation"`` replaces the linear estimate by the measured effect of removing each group's share:
+``attribution[g, class] = score(A) - score(A - A_g)`` (one forward pass from the layer per group, every class
+from the same passes); then ``whole`` is the effect of removing every group at once and ``residual`` what the
+one-at-a-time effects miss of it (``whole - sum_g attribution[g]``: interactions, not unexplained activation).
+``score`` is each class's ``logit`` or ``logprob`` (:mod:`.faithfulness` measures which predicts removal better).
+
 Between two layers (:func:`group_attribution`), the "logit" of a later group ``h`` is the projection
 coefficient of the later layer's non-negative activation matrix ``X2`` on the group's pattern
 ``P_h = S_h (outer) W_h``: ``score_h = <X2, P_h> / <P_h, P_h>``, and the earlier group ``g`` gets
@@ -74,6 +80,8 @@ class NeuronGroups:
     whole: np.ndarray            # (n,) float64: the whole layer's attribution, sum(A * dlogit/dA)
     logits: np.ndarray           # (n,) float64: the class logits for this image
     icons: list | None = None    # k Icons (the channel directions rendered), or None
+    score: str = "logit"         # what ``attribution`` explains per class: "logit" or "logprob"
+    method: str = "linear"       # how: "linear" (gradient x share) or "ablation" (removing the share)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -95,7 +103,7 @@ class NeuronGroups:
             "peak": self.peak, "colors": self.colors, "cell_colors": self.cell_colors,
             "classes": [int(i) for i in self.classes], "labels": list(self.labels),
             "attribution": self.attribution, "residual": self.residual, "whole": self.whole,
-            "logits": self.logits,
+            "logits": self.logits, "score": self.score, "method": self.method,
             "icons": None if self.icons is None else [getattr(i, "key", None) for i in self.icons],
         })
 
@@ -182,14 +190,19 @@ def _check_groups(n_groups: int, info: LayerInfo) -> int:
     return n_groups
 
 
+GROUP_METHODS = ("linear", "ablation")
+
+
 def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, classes: Sequence | None = None,
-                  top: int = 5, seed: int = 0, icons: bool = False, store=None, **icon_recipe) -> NeuronGroups:
+                  top: int = 5, seed: int = 0, score: str = "logit", method: str = "linear", icons: bool = False,
+                  store=None, **icon_recipe) -> NeuronGroups:
     """Factorize one image's activations at ``layer`` into ``n_groups`` groups and attribute classes to them.
 
     - ``image``: a path, bytes, PIL image or a ``(1, 3, S, S)`` model input.
     - ``layer``: a layer with positions ``(C, H, W)``.
     - ``classes``: class names or indices; None means the model's ``top`` predictions for this image.
     - ``seed``: the NMF seed.
+    - ``score``: each class's ``logit`` or ``logprob``; ``method``: ``linear`` or ``ablation`` (module doc).
     - ``icons=True`` renders each group's channel direction through the icon store (``store``, as in
       :func:`blocklens.icons`); further keyword arguments go to :func:`blocklens.icons` (recipe options
       ``size``, ``steps``, ``lr``, ... and ``batch``, ``progress``, ``refresh``). ``seed`` is the NMF's; icons
@@ -200,6 +213,8 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
     """
     info = spatial_layer(model, layer, "neuron_groups")
     n_groups = _check_groups(n_groups, info)
+    if method not in GROUP_METHODS:
+        raise BlocklensError(f"unknown group attribution method {method!r}; choose one of {', '.join(GROUP_METHODS)}")
     if icon_recipe and not icons:
         raise BlocklensError(f"icon recipe options ({', '.join(sorted(icon_recipe))}) given without icons=True")
     x = prepare(model, image).x
@@ -209,7 +224,7 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
         raise BlocklensError(f"top must be a positive integer, got {top!r}")
     else:
         idx = [p.index for p in model.predict(x, top=int(top))]
-    act, grads, logits = class_gradients(model, x, info.name, idx)  # (C, H, W), (n, C, H, W), (n,)
+    act, grads, logits = class_gradients(model, x, info.name, idx, score)  # (C, H, W), (n, C, H, W), (n,)
     a = act.double().cpu().numpy()
     g = grads.double().cpu().numpy()
 
@@ -221,14 +236,23 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
     spatial, channel, nonneg, peak = f.spatial[order], f.channel[order], f.channel_nonneg[order], peak[order]
 
     parts, residual = split_activations(a, spatial, nonneg, f.signed)
-    attribution = np.einsum("kchw,nchw->kn", parts, g)
+    if method == "ablation":
+        from .faithfulness import removal_effects
+
+        removal = removal_effects(model, x, info.name, np.concatenate([parts, parts.sum(0)[None]]), idx, score,
+                                  act=act)
+        attribution, whole = removal[:-1], removal[-1]
+        residual_share = whole - attribution.sum(0)
+    else:
+        attribution = np.einsum("kchw,nchw->kn", parts, g)
+        residual_share, whole = np.einsum("chw,nchw->n", residual, g), np.einsum("chw,nchw->n", a, g)
     colors = group_colors(n_groups)
     result = NeuronGroups(
         layer=info.name, n_groups=n_groups, spatial=spatial, channel=channel, channel_nonneg=nonneg,
         signed=f.signed, relative_error=float(f.relative_error), peak=peak, colors=colors,
         cell_colors=blend(spatial, colors), classes=idx, labels=[model.labels[i] for i in idx],
-        attribution=attribution, residual=np.einsum("chw,nchw->n", residual, g),
-        whole=np.einsum("chw,nchw->n", a, g), logits=logits.double().cpu().numpy(),
+        attribution=attribution, residual=residual_share, whole=whole, logits=logits.double().cpu().numpy(),
+        score=score, method=method,
     )
     if icons:
         from ..iconcache import icons as fetch_icons
@@ -253,7 +277,7 @@ def _pattern_scores(act2: torch.Tensor, later: NeuronGroups) -> torch.Tensor:
     return dots / torch.where(norms > 0, norms, torch.ones_like(norms))
 
 
-def group_attribution(model, image, earlier: NeuronGroups, later: NeuronGroups) -> np.ndarray:
+def group_attribution(model, image, earlier: NeuronGroups, later: NeuronGroups, method: str = "linear") -> np.ndarray:
     """Attribution ``(k_earlier, k_later)`` from each group of an earlier layer to each group of a later one.
 
     The score of later group ``h`` is ``<X2, P_h> / <P_h, P_h>`` (``X2`` the later layer's non-negative
@@ -261,7 +285,13 @@ def group_attribution(model, image, earlier: NeuronGroups, later: NeuronGroups) 
     ``sum(A1_g * d score_h / d A1)`` with ``A1_g`` its exact share of the earlier activations (see
     :func:`split_activations`). Row sums plus the earlier residual's share equal ``sum(A1 * d score_h / d A1)``.
     Pass the same image both groups were computed for.
+
+    ``method="ablation"``: instead, earlier group ``g`` gets ``score_h(A1) - score_h(A1 - A1_g)``, the measured
+    drop of the later group's score when ``g``'s share is removed (one pass from the earlier layer to the later
+    one per group).
     """
+    if method not in GROUP_METHODS:
+        raise BlocklensError(f"unknown group attribution method {method!r}; choose one of {', '.join(GROUP_METHODS)}")
     for name, grp in (("earlier", earlier), ("later", later)):
         if not isinstance(grp, NeuronGroups):
             raise BlocklensError(f"group_attribution: {name} must be a NeuronGroups result, got {type(grp).__name__}")
@@ -272,6 +302,8 @@ def group_attribution(model, image, earlier: NeuronGroups, later: NeuronGroups) 
         raise BlocklensError(f"group_attribution: the earlier layer {info1.name!r} (position {info1.order} in "
                              f"the forward pass) must run before the later layer {info2.name!r} (position "
                              f"{info2.order}); swap them")
+    if method == "ablation":
+        return _group_removal(model, prepare(model, image).x, earlier, later, info1.name, info2.name)
     x = _grad_input(prepare(model, image).x)
     with model.probe([info1, info2], grad=True) as probe:
         probe.run(x, stop=True)
@@ -285,3 +317,22 @@ def group_attribution(model, image, earlier: NeuronGroups, later: NeuronGroups) 
                              f"activations are {a1.shape}")
     parts, _ = split_activations(a1, earlier.spatial, earlier.channel_nonneg, earlier.signed)
     return np.einsum("kchw,mchw->km", parts, grads.detach().double().cpu().numpy())
+
+
+@torch.no_grad()
+def _group_removal(model, x, earlier: NeuronGroups, later: NeuronGroups, name1: str, name2: str) -> np.ndarray:
+    from .attribution import run_replaced
+
+    with model.probe([name1]) as probe:
+        probe.run(x)
+    act1 = probe.activations[name1][0]
+    if tuple(act1.shape[1:]) != tuple(earlier.spatial.shape[1:]):
+        raise BlocklensError(f"groups of {earlier.layer!r} have a {earlier.spatial.shape[1:]} grid but the layer's "
+                             f"activations are {tuple(act1.shape)}")
+    parts, _ = split_activations(act1.double().cpu().numpy(), earlier.spatial, earlier.channel_nonneg,
+                                 earlier.signed)
+    variants = torch.cat([act1[None], act1[None] - torch.as_tensor(parts, dtype=act1.dtype, device=act1.device)])
+    _, acts = run_replaced(model, x, name1, variants, [name2], stop=True)
+    a2 = acts[name2]
+    scores = torch.stack([_pattern_scores(a2[i:i + 1], later) for i in range(a2.shape[0])])  # (k1 + 1, k2)
+    return (scores[0][None] - scores[1:]).double().cpu().numpy()

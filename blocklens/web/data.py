@@ -9,9 +9,12 @@ Layout (``version`` 1)::
                attribution {class: (C,)} (linear: a pair's attribution is a difference of two rows),
                spatial {class: (H, W)}, channel_icons {channel: key},
                groups {default k, counts [k...], options {k: {spatial (k, H, W), colors, cell_colors,
-                       attribution (k, n), relative_error, icons [key...]}}},
-               grid {key, shape, cell, magnitude (H, W)} or null
-    flows[i]: from, to, spatial (H2, W2, H1, W1), groups {k: (k, k)}
+                       attribution (k, n), relative_error, icons [key...], score, method}}},
+               grid {key, shape, cell, magnitude (H, W)} or null,
+               methods {score, channels, spatial, groups}: how the numbers above were computed,
+               faithfulness {class, label, score, channels, spatial, groups, lines {channels, spatial, groups}}
+                       or null: how well they predicted removing what they credit, on this image (top class)
+    flows[i]: from, to, spatial (H2, W2, H1, W1), groups {k: (k, k)}, groups_method
     icons: {key: URL or null}  (null: not rendered yet, or cut from a sprite sheet; the page fills them in)
     sprites: [{layer, url, icon_size [H, W], cells {key: [x, y]}}]: per-layer sheets written by
              ``blocklens precompute``; one picture per layer instead of one request per icon
@@ -83,7 +86,7 @@ def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: st
             options[str(k)] = to_jsonable({
                 "spatial": g.spatial, "colors": g.colors, "cell_colors": g.cell_colors,
                 "attribution": g.attribution, "relative_error": g.relative_error,
-                "residual": g.residual, "whole": g.whole})
+                "residual": g.residual, "whole": g.whole, "score": g.score, "method": g.method})
             options[str(k)]["icons"] = list(idx["groups"].get(k, []))
             keys += options[str(k)]["icons"]
         channel_icons = {str(c): k for c, k in idx["channels"].items()}
@@ -106,10 +109,13 @@ def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: st
             "groups": {"default": int(lr.groups.n_groups), "counts": sorted(int(k) for k in lr.group_options),
                        "options": options},
             "grid": grid,
+            "methods": dict(getattr(lr, "methods", {}) or {}),
+            "faithfulness": getattr(lr, "faithfulness", None),
         })
     in_sprites = {k for s in (sprites or []) for k in s["cells"]}
     flows = [{"from": f["from"], "to": f["to"], "spatial": to_jsonable(f["spatial"]),
-              "groups": {str(k): to_jsonable(v) for k, v in f.get("groups_by_k", {}).items()}}
+              "groups": {str(k): to_jsonable(v) for k, v in f.get("groups_by_k", {}).items()},
+              "groups_method": f.get("groups_method", "linear")}
              for f in expl.flows]
     return {
         "version": VERSION, "model": expl.model, "fingerprint": expl.fingerprint, "image_sha": expl.image_sha,

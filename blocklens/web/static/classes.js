@@ -1,7 +1,7 @@
 // Classes: two class pickers; the channels of one layer that support each class over the other, with their
 // icons and net evidence (linear attribution, so any pair is a difference of two per-class rows); hovering a
 // channel shows where it fires on the image.
-import { el, fmt, bar, diffRows, topIndices, mapDiff, channelMap, rgb, POS, NEG } from "./util.js";
+import { el, fmt, bar, diffRows, topIndices, mapDiff, channelMap, rgb, methodLine, POS, NEG } from "./util.js";
 import { Overlay } from "./overlay.js";
 import { iconImg } from "./icons.js";
 
@@ -18,12 +18,13 @@ export function classesView(ctx) {
   const colA = el("div", { class: "chan-col" });
   const colB = el("div", { class: "chan-col" });
   const total = el("div", { class: "net" });
+  const how = el("div", { class: "method-box" });
   const root = el("section", { id: "classes", class: "view" },
     el("h2", { text: "Which detectors decided" }),
-    el("p", { class: "lede", text: "Pick two classes. The channels below add the most evidence for one over the other (activation × gradient of the logit difference). Hover a channel to see where it fires." }),
+    el("p", { class: "lede", text: "Pick two classes. The channels below add the most evidence for one over the other (activation × gradient of the logit difference, which equals the difference of log-probabilities). Hover a channel to see where it fires." }),
     el("div", { class: "row controls" }, pickA, el("span", { class: "vs", text: "vs" }), pickB, tabs.root),
     el("div", { class: "row" }, el("div", { class: "stack" }, overlay.root, caption), colA, colB),
-    total);
+    total, how);
 
   function update() {
     const L = data.layers[state.layer];
@@ -61,6 +62,7 @@ export function classesView(ctx) {
     const sum = diff.reduce((s, v) => s + v, 0);
     total.textContent = `Net evidence at ${L.layer} for “${la}” over “${lb}”: ${sum >= 0 ? "+" : ""}${fmt(sum)} (all ${diff.length} channels; the ${pos.length} + ${neg.length} shown carry ${fmt(pos.concat(neg).reduce((s, c) => s + diff[c], 0))}).`;
     if (state.a === state.b) total.textContent = "Pick two different classes.";
+    how.replaceChildren(methodLine(L, "channels"));
     tabs.select(state.layer);
     showBase();
   }

@@ -1,7 +1,7 @@
 // Neuron groups: the layer's activations factorized into k groups (a slider picks k); hover a group to see
 // it alone; a flow diagram carries attribution from an earlier layer's groups to a later layer's groups to
 // the top classes.
-import { el, svgEl, fmt, rgb } from "./util.js";
+import { el, svgEl, fmt, rgb, methodLine, NEG } from "./util.js";
 import { Overlay } from "./overlay.js";
 import { iconImg } from "./icons.js";
 
@@ -14,10 +14,11 @@ export function groupsView(ctx) {
   const kLabel = el("span", { class: "groups-k-label" });
   const body = el("div", { class: "row groups-body" });
   const sankeyBox = el("div", { class: "sankey" });
+  const how = el("div", { class: "method-box" });
   const root = el("section", { id: "groups", class: "view" },
     el("h2", { text: "Neuron groups" }),
     el("p", { class: "lede", text: "Non-negative matrix factorization splits each layer into a few groups of neurons that fire together. Hover a group to isolate it." }),
-    el("div", { class: "row controls" }, el("label", {}, "groups ", slider), kLabel), body, sankeyBox);
+    el("div", { class: "row controls" }, el("label", {}, "groups ", slider), kLabel), body, sankeyBox, how);
 
   let overlays = [], cards = [];
 
@@ -49,10 +50,12 @@ export function groupsView(ctx) {
       o.cells(opt.cell_colors, 0.7);
       const list = el("div", { class: "group-cards" }, ...opt.colors.map((c, g) => {
         const share = opt.attribution[g][0];
+        const what = opt.method === "ablation" ? "drop of" : "attribution to";
+        const unit = opt.score === "logprob" ? "log-probability" : "logit";
         const node = el("div", { class: "group-card", "data-group": g, style: `border-color:${rgb(c)}`, tabindex: 0 },
           iconImg(ctx.icons, opt.icons[g], `${L.layer} group ${g + 1}`, 56),
           el("div", { class: "group-label", style: `color:${rgb(c)}`, text: `group ${g + 1}` }),
-          el("div", { class: "chan-val", title: `attribution to ${data.labels[data.classes[0]]}`, text: `${share >= 0 ? "+" : ""}${fmt(share)}` }));
+          el("div", { class: "chan-val", title: `${what} ${data.labels[data.classes[0]]}'s ${unit}${opt.method === "ablation" ? " when this group is removed" : ""}`, text: `${share >= 0 ? "+" : ""}${fmt(share)}` }));
         node.addEventListener("mouseenter", () => isolate(li, g));
         node.addEventListener("focus", () => isolate(li, g));
         node.addEventListener("mouseleave", () => isolate(li, null));
@@ -62,15 +65,18 @@ export function groupsView(ctx) {
       }));
       return el("div", { class: "stack group-layer", "data-layer": L.layer }, o.root, list);
     }));
-    sankeyBox.replaceChildren(sankey(ctx, state.k, isolate));
+    const sk = sankey(ctx, state.k, isolate);
+    sankeyBox.replaceChildren(sk.svg, sk.note);
+    how.replaceChildren(...data.layers.map((L) => methodLine(L, "groups")));
   }
   slider.addEventListener("input", () => { state.k = counts[Number(slider.value)]; build(); });
   build();
   return root;
 }
 
-// Columns: each layer's groups, then the top classes. Link width ~ positive attribution (each link set scaled
-// to its own largest value: the units differ from one set to the next).
+// Columns: each layer's groups, then the top classes. Link width ~ |attribution| (each link set scaled to its
+// own largest magnitude: the units differ from one set to the next); positive links in the source group's
+// colour, negative ones dashed in blue, so a class with only negative evidence is drawn as such, not missing.
 function sankey(ctx, k, isolate) {
   const { data } = ctx;
   const W = 820, H = 300, pad = 16, nodeW = 14;
@@ -98,9 +104,9 @@ function sankey(ctx, k, isolate) {
       m = opt ? opt.attribution : null;
     }
     if (!m) continue;
-    const max = Math.max(...m.flat().map((v) => Math.max(0, v))) || 1;
+    const max = Math.max(...m.flat().map((v) => Math.abs(v))) || 1;
     m.forEach((row, a) => row.forEach((v, b) => {
-      if (v > 0) links.push({ from: [li, a], to: [li + 1, b], w: (v / max), v });
+      if (Math.abs(v) >= 0.02 * max) links.push({ from: [li, a], to: [li + 1, b], w: Math.abs(v) / max, v });
     }));
   }
   for (const lk of links) {
@@ -110,8 +116,10 @@ function sankey(ctx, k, isolate) {
     const y1 = ys(columns[ca].length)[a], y2 = ys(columns[cb].length)[b];
     const x1 = xs[ca] + nodeW / 2, x2 = xs[cb] - nodeW / 2, mx = (x1 + x2) / 2;
     const width = Math.max(1, lk.w * slot(Math.max(columns[ca].length, columns[cb].length)) * 0.8);
-    linkLayer.append(svgEl("path", { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, class: "link",
-      stroke: na.color, "stroke-width": width, fill: "none", "data-src": na.id, "data-dst": nb.id },
+    const neg = lk.v < 0;
+    linkLayer.append(svgEl("path", { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, class: neg ? "link neg" : "link",
+      stroke: neg ? rgb(NEG) : na.color, "stroke-width": width, fill: "none", "data-src": na.id, "data-dst": nb.id,
+      "data-sign": neg ? "-" : "+" },
     svgEl("title", { text: `${na.label} → ${nb.label}: ${fmt(lk.v, 3)}` })));
   }
   columns.forEach((col, ci) => {
@@ -129,5 +137,12 @@ function sankey(ctx, k, isolate) {
     const title = ci < data.layers.length ? data.layers[ci].layer : "classes";
     nodeLayer.append(svgEl("text", { x: xs[ci], y: H - 2, "text-anchor": "middle", class: "col-label", text: title }));
   });
-  return svg;
+  // In words: which classes receive only negative evidence from the last layer's groups.
+  const lastOpt = data.layers[data.layers.length - 1].groups.options[k];
+  let note = "Solid links: evidence for; dashed blue links: evidence against (width ~ magnitude).";
+  if (lastOpt) {
+    const onlyNeg = data.classes.filter((c, j) => lastOpt.attribution.every((row) => row[j] <= 0));
+    if (onlyNeg.length) note += ` No group of ${data.layers[data.layers.length - 1].layer} carries positive evidence for ${onlyNeg.map((c) => `“${data.labels[c]}”`).join(", ")}${lastOpt.method === "ablation" ? ": removing any one group alone does not lower it" : " (by this linear estimate)"}.`;
+  }
+  return { svg, note: el("p", { class: "sankey-note", text: note }) };
 }

@@ -1,6 +1,6 @@
 // Spatial attribution: hover a position in one layer to see which positions of the earlier layer influence
 // it and which positions of the later layer it influences, with its attribution to each top class.
-import { el, fmt, bar, mapExtent } from "./util.js";
+import { el, fmt, bar, mapExtent, methodLine } from "./util.js";
 import { Overlay } from "./overlay.js";
 import { iconImg } from "./icons.js";
 
@@ -13,13 +13,14 @@ export function spatialView(ctx) {
   const root = el("section", { id: "spatial", class: "view" },
     el("h2", { text: "Spatial attribution" }),
     el("p", { class: "lede", text: "Hover a position in any layer: the earlier layer shows what influences it, the later layer what it influences, and the panel its attribution to each top class." }),
-    el("div", { class: "row" }, ...overlays.map((o, i) => el("div", { class: "stack" }, o.root, captions[i])), panel));
+    el("div", { class: "row" }, ...overlays.map((o, i) => el("div", { class: "stack" }, o.root, captions[i])), panel),
+    ...data.layers.map((L) => methodLine(L, "spatial")));
 
   function rest() {
     overlays.forEach((o, i) => {
       const L = data.layers[i];
       o.mark(null).heat(L.spatial[top]);
-      captions[i].textContent = `${L.layer}: attribution to “${data.labels[top]}”`;
+      captions[i].textContent = `${L.layer}: attribution to “${data.labels[top]}” (orange: for, blue: against)`;
     });
   }
 

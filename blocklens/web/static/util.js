@@ -93,3 +93,15 @@ export function bar(v, max, color) {
   const w = Math.max(1, Math.round((100 * Math.abs(v)) / (max || 1)));
   return el("span", { class: "bar" }, el("span", { class: "bar-fill", style: `width:${Math.min(100, w)}%;background:${color || (v >= 0 ? rgb(POS) : rgb(NEG))}` }));
 }
+
+// How a view's numbers were computed and how faithful they measured on this image: one short line.
+const SCORE_WORDS = { logit: "logit", logprob: "log-probability", pair: "logit difference" };
+const METHOD_WORDS = { linear: "activation × gradient", path: "path from zero", ablation: "measured removal effect" };
+
+export function methodLine(L, view) {
+  const m = (L && L.methods) || {};
+  const f = L && L.faithfulness;
+  const how = m[view] ? `${L.layer}: ${METHOD_WORDS[m[view]] || m[view]} of the ${SCORE_WORDS[m.score] || m.score}.` : "";
+  const check = f && f.lines && f.lines[view] ? ` Faithfulness on this image: ${f.lines[view]}` : "";
+  return el("p", { class: "method-line", "data-view": view, text: how + check });
+}
