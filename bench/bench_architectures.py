@@ -4,9 +4,11 @@ model's input size, and hooks left on the module after a normal run and after on
 
 Run in .venv-arch (torchvision does not import beside the main .venv's CPU torch):
     .venv-arch/bin/python bench/bench_architectures.py [--models resnet50,vit_b_16]
-Prints a markdown table; a cell that failed shows the exception's type and the start of its message.
+Prints a markdown table; a cell that failed shows the exception's type and the start of its message. explain()
+is cut off after --explain-timeout seconds (a cost bound that does not hold would otherwise run for hours).
 """
 import argparse
+import signal
 import sys
 import time
 from collections import Counter
@@ -34,7 +36,13 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--explain-timeout", type=int, default=300, metavar="S")
     args = ap.parse_args()
+
+    def alarm(*_):
+        raise TimeoutError(f"still running after {args.explain_timeout} s")
+
+    signal.signal(signal.SIGALRM, alarm)
     image = bl.bundled_image("dog")
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}, "
           f"{torch.get_num_threads()} threads\n")
@@ -55,7 +63,12 @@ def main():
         row["discover"] = f"{time.perf_counter() - t:.1f}"
         try:
             t = time.perf_counter()
-            e = bl.explain(image, model=m, preset="quick", icons=False, grids=False, store=False, progress=False)
+            signal.alarm(args.explain_timeout)
+            try:
+                e = bl.explain(image, model=m, preset="quick", icons=False, grids=False, store=False,
+                               progress=False)
+            finally:
+                signal.alarm(0)
             row["explain"] = f"{time.perf_counter() - t:.1f} s"
             row["default"] = ", ".join(f"{l.layer} {'x'.join(map(str, l.shape))}" for l in e.layers)
         except Exception as err:
