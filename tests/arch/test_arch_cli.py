@@ -11,8 +11,10 @@ import blocklens as bl
 pytestmark = pytest.mark.arch
 
 
-@pytest.mark.timeout(1500)  # renders the quick preset's ~230 icons on resnet50
+@pytest.mark.timeout(600)
 def test_cli_explain_with_module_callable(tmp_path, timing):
+    """The report for a user's ResNet-50 (numbers and views; --cached-only: rendering its ~230 quick icons on 2
+    CPU cores would take many minutes; tests/arch/test_arch_render.py renders on every architecture)."""
     pkg = tmp_path / "mypkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
@@ -28,7 +30,7 @@ def test_cli_explain_with_module_callable(tmp_path, timing):
     env = dict(os.environ, BLOCKLENS_CACHE=str(tmp_path / "cache"))
     env.pop("PYTHONPATH", None)
     cmd = [sys.executable, "-m", "blocklens", "explain", str(bl.bundled_image("dog")), "--model", "mypkg.nets:build",
-           "--preset", "quick", "--out", "r.html", "--quiet"]
+           "--preset", "quick", "--out", "r.html", "--quiet", "--cached-only"]
     with timing("resnet50 (CLI)", "cli"):
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1400)
     assert proc.returncode == 0, proc.stderr[-2000:]
