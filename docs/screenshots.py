@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python docs/screenshots.py [--image dog] [--preset quick]
 Explains the photo (icons from the store, rendered where missing), writes the report, opens it in Debian's
-chromium and saves one picture per view, each in a hovered state.
+chromium and saves one picture per view, each in a hovered state, and the groups, classes and spatial views
+before any hover (faithful_*.png: the line each view gives on how its numbers were computed and checked).
 """
 import argparse
 import tempfile
@@ -66,6 +67,9 @@ def main():
         page.goto(report.as_uri())
         page.wait_for_selector("#blocklens[data-ready]")
         page.locator("#summary").screenshot(path=str(DOCS / "ui_summary.png"))
+        # what the views say about their own numbers (docs/faithfulness.md), before any hover
+        for view in ("groups", "classes", "spatial"):
+            page.locator(f"#{view}").screenshot(path=str(DOCS / f"faithful_{view}.png"))
 
         cards = page.locator("#classes .chan-col").first.locator(".chan")
         cards.nth(0).hover()
@@ -96,7 +100,7 @@ def main():
         finally:
             stop()
         browser.close()
-    print("wrote", ", ".join(sorted(p.name for p in DOCS.glob("ui_*.png"))))
+    print("wrote", ", ".join(sorted(p.name for p in [*DOCS.glob("ui_*.png"), *DOCS.glob("faithful_*.png")])))
 
 
 if __name__ == "__main__":
