@@ -148,3 +148,16 @@ def test_path_reaches_one_percent_at_200_steps(lite0, dog):
     assert r.gap < 0.01
     s = spatial_attribution(lite0, dog, "blocks.11", "malamute", method="path", tolerance=0.01)
     assert s.gap < 0.01 and abs(s.maps.sum() - (s.score_value - s.baseline)) <= 0.01 * abs(s.score_value - s.baseline)
+
+
+def test_rank_correlation_matches_scipy_with_ties():
+    """Our Spearman (numpy only: scipy is no dependency of blocklens) equals scipy's, ties included."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from blocklens.analyses.faithfulness import rank_correlation
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a, b = rng.integers(0, 4, 9).astype(float), rng.normal(size=9)
+        if np.ptp(a) > 0:
+            assert rank_correlation(a, b) == pytest.approx(scipy_stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert np.isnan(rank_correlation([1, 1, 1], [1, 2, 3]))

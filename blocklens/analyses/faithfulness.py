@@ -88,13 +88,24 @@ def removal_effects(model, x: torch.Tensor, layer: str, parts, classes: Sequence
 
 
 def rank_correlation(a, b) -> float:
-    """Spearman rank correlation of two vectors (nan when either is constant)."""
-    from scipy.stats import spearmanr
-
+    """Spearman rank correlation of two vectors (nan when either is constant): the Pearson correlation of their
+    ranks, ties given their average rank (as ``scipy.stats.spearmanr``, which is not a dependency)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    return float(spearmanr(a, b).statistic)
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, tied values sharing their average rank."""
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(1, len(v) + 1)
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
 
 
 # -- groups --------------------------------------------------------------------------------------------------
