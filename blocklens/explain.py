@@ -67,7 +67,8 @@ def layer_candidates(model) -> list:
     positions a side, called once per forward; failing that, any spatial layer with such a grid; failing that,
     any spatial layer. A block is a module with submodules that is no plain container itself, whose parent is a
     ``Sequential`` / ``ModuleList`` (a stage) or the model, and that sits inside no other block: ResNet's
-    ``layer3.2``, a ViT's ``encoder.layers.encoder_layer_5``, GoogLeNet's ``inception4c``."""
+    ``layer3.2``, GoogLeNet's ``inception4c``; where that leaves fewer than three, the innermost such modules
+    (torchvision ViT's ``encoder.layers.encoder_layer_5`` rather than its one ``encoder``)."""
     from torch import nn
 
     modules = dict(model.module.named_modules())
@@ -86,7 +87,11 @@ def layer_candidates(model) -> list:
 
     lo, hi = GRID_SIDES
     sized = [i for i in model.layers if i.spatial and lo <= min(i.height, i.width) and max(i.height, i.width) <= hi]
-    blocks = [i for i in sized if i.calls == 1 and i.index in (None, 0) and is_block(i.module)]
+    once = [i for i in sized if i.calls == 1 and i.index in (None, 0)]
+    blocks = [i for i in once if is_block(i.module)]
+    if len(blocks) < 3:  # one big block (torchvision ViT's `encoder`): its own blocks instead, the innermost ones
+        inner = [i for i in once if block_like(i.module)]
+        blocks = [i for i in inner if not any(j.module.startswith(i.module + ".") for j in inner)] or blocks
     return blocks or sized or [i for i in model.layers if i.spatial]
 
 

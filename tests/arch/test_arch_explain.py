@@ -31,3 +31,16 @@ def test_attribution_on_a_layer_followed_by_an_in_place_op(model_id, layer):
     m = wrapped(model_id)
     a = bl.channel_attribution(m, bl.bundled_image("dog"), layer, [0, 1])
     assert a.values.shape == (m.layer(layer).channels,)
+
+
+@pytest.mark.parametrize("model_id, want", [
+    ("resnet50", ["layer3.2", "layer3.5"]), ("googlenet", ["inception4c", "inception4e"]),
+    ("vit_b_16", ["encoder.layers.encoder_layer_6", "encoder.layers.encoder_layer_9"]),
+    ("swin_t", ["features.5.2", "features.5.5"]), ("timm_vit_small_patch16_224", ["blocks.5", "blocks.8"])])
+def test_default_layers_are_block_outputs(model_id, want):
+    """Block outputs at 1/2 and 3/4 depth, never a stage's inside (a BatchNorm, a branch) nor one whole encoder."""
+    from blocklens.explain import default_layers
+
+    from .archspecs import wrapped
+
+    assert default_layers(wrapped(model_id)) == want
