@@ -32,8 +32,8 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from .analyses.attribution import (ChannelAttribution, SpatialAttribution, channel_result, class_gradients,
-                                   class_path_gradients, spatial_attribution)
+from .analyses.attribution import (ChannelAttribution, LayerGradients, SpatialAttribution, channel_result,
+                                   class_gradients, class_path_gradients, spatial_attribution)
 from .analyses.common import prepare, spatial_layer, to_jsonable
 from .analyses.dictionary import SemanticDictionary, semantic_dictionary
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
@@ -300,12 +300,11 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
         if methods["spatial"] == "path":
             steps = int(methods["spatial_steps"])
             _, pg, at, at0 = class_path_gradients(model, prep.x, name, cls, sc, steps=steps)
-            pp = act.unsqueeze(0) * pg
-            gaps = [abs(float(pp[k].double().sum()) - float(at[k] - at0[k])) / max(abs(float(at[k] - at0[k])), 1e-12)
-                    for k in range(len(cls))]
-            spatial = {c: SpatialAttribution(name, model.labels[c], "class", "path", pp[k].sum(0).double().cpu().numpy(),
-                                             steps, [c], sc, float(at[k]), float(at0[k]), gaps[k])
-                       for k, c in enumerate(cls)}
+            lgs = [LayerGradients(act, pg[k], float(at[k]), float(at0[k]), steps) for k in range(len(cls))]
+            spatial = {c: SpatialAttribution(name, model.labels[c], "class", "path",
+                                             lg.product.sum(0).double().cpu().numpy(), steps, [c], sc, lg.score,
+                                             lg.baseline, lg.gap)
+                       for lg, c in zip(lgs, cls)}
         else:
             spatial = {c: SpatialAttribution(name, model.labels[c], "class", "linear",
                                              products[k].sum(0).double().cpu().numpy(), 1, [c], sc)

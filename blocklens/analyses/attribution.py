@@ -56,6 +56,17 @@ def alphas_for(steps: int, rule: str = "midpoint") -> torch.Tensor:
     raise BlocklensError(f"unknown path rule {rule!r}; choose 'midpoint' or 'left'")
 
 
+def scores_of(out: torch.Tensor, classes: Sequence[int], score: str) -> torch.Tensor:
+    """(B, K) logits -> (B, n) the score of each of ``classes``: its ``logit`` or its ``logprob``."""
+    idx = torch.as_tensor([int(c) for c in classes], device=out.device)
+    vals = out[:, idx]
+    if score == "logprob":
+        vals = vals - torch.logsumexp(out, dim=1, keepdim=True)
+    elif score != "logit":
+        raise BlocklensError(f"per-class scores are 'logit' or 'logprob', not {score!r}")
+    return vals
+
+
 def class_score(classes: Sequence[int], score: str = "logit") -> Callable[[torch.Tensor], torch.Tensor]:
     """logits (B, K) -> (B,): the ``score`` (:data:`SCORES`) of one class, or the first minus the second (two
     classes: always ``pair``, the same for logits and log-probabilities)."""
@@ -63,9 +74,7 @@ def class_score(classes: Sequence[int], score: str = "logit") -> Callable[[torch
         raise BlocklensError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
     if len(classes) == 1 and score != "pair":
         (a,) = (int(c) for c in classes)
-        if score == "logprob":
-            return lambda out: out[:, a] - torch.logsumexp(out, dim=1)
-        return lambda out: out[:, a]
+        return lambda out: scores_of(out, [a], score)[:, 0]
     if len(classes) == 2:
         a, b = (int(c) for c in classes)
         return lambda out: out[:, a] - out[:, b]
@@ -167,9 +176,7 @@ def class_gradients(model, x: torch.Tensor, layer: str, classes: Sequence[int], 
     act = probe.activations[name][0]
     copies = act.expand(len(classes), *act.shape).clone().requires_grad_(True)
     out, _ = run_replaced(model, x, name, copies)
-    logits = out[torch.arange(len(classes)), torch.as_tensor(classes)]
-    if score == "logprob":
-        logits = logits - torch.logsumexp(out, dim=1)
+    logits = scores_of(out, classes, score).diagonal()  # copy k scores class k
     (g,) = torch.autograd.grad(logits.sum(), copies)
     return act, g, logits.detach()
 
@@ -197,17 +204,13 @@ def class_path_gradients(model, x: torch.Tensor, layer: str, classes: Sequence[i
         al = alphas[torch.as_tensor([a for _, a in pairs[start:start + chunk]])]
         scaled = (al.view(-1, *[1] * act.dim()) * act).requires_grad_(True)
         out, _ = run_replaced(model, x, name, scaled)
-        vals = out[torch.arange(len(ks)), cls[ks]]
-        if score == "logprob":
-            vals = vals - torch.logsumexp(out, dim=1)
+        vals = scores_of(out, cls, score)[torch.arange(len(ks)), ks]  # element i scores its own class
         (g,) = torch.autograd.grad(vals.sum(), scaled)
         total.index_add_(0, ks, g.double().cpu())
     with torch.no_grad():
         ends = torch.stack([act, torch.zeros_like(act)])
         out, _ = run_replaced(model, x, name, ends)
-        vals = out[:, cls]
-        if score == "logprob":
-            vals = vals - torch.logsumexp(out, dim=1, keepdim=True)
+        vals = scores_of(out, cls, score)
     return act, (total / steps).to(act.dtype), vals[0].detach(), vals[1].detach()
 
 

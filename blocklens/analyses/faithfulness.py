@@ -37,24 +37,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import BlocklensError
-from .attribution import SCORES, class_score, run_replaced  # noqa: F401 (SCORES re-exported)
+from .attribution import class_score, run_replaced, scores_of
 from .common import to_jsonable
 
 def score_fn(score: str, classes: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """logits (B, K) -> (B,) for ``score`` in :data:`SCORES` of ``classes`` (one class; two: ``pair``)."""
+    """logits (B, K) -> (B,) for ``score`` in :data:`~.attribution.SCORES` of ``classes`` (one class; two: ``pair``)."""
     return class_score([int(c) for c in classes], score)
-
-
-def scores_of(out: torch.Tensor, classes: Sequence[int], score: str) -> torch.Tensor:
-    """(B, K) logits -> (B, n) the score of each of ``classes`` (``logit`` or ``logprob``)."""
-    idx = torch.as_tensor([int(c) for c in classes], device=out.device)
-    vals = out[:, idx]
-    if score == "logprob":
-        vals = vals - torch.logsumexp(out, dim=1, keepdim=True)
-    elif score != "logit":
-        raise BlocklensError(f"per-class scores are 'logit' or 'logprob', not {score!r}")
-    return vals
 
 
 @torch.no_grad()
@@ -70,10 +58,8 @@ def run_batch(model, x: torch.Tensor, layer: str, variants: torch.Tensor, chunk:
 
 @torch.no_grad()
 def layer_activation(model, x: torch.Tensor, layer: str) -> torch.Tensor:
-    name = model.layer(layer).name
-    with model.probe([name]) as p:
-        p.run(x)
-    return p.activations[name][0]
+    """The one image's activation at ``layer`` (canonical ``(C, H, W)``)."""
+    return model.activations(x, layer)[layer][0]
 
 
 def removal_effects(model, x: torch.Tensor, layer: str, parts, classes: Sequence[int], score: str = "logit",

@@ -51,7 +51,7 @@ import torch
 from ..errors import BlocklensError
 from ..probe import LayerInfo
 from . import factorize
-from .attribution import class_gradients
+from .attribution import class_gradients, scores_of
 from .colors import blend, group_colors
 from .common import class_indices, prepare, spatial_layer, to_jsonable
 
@@ -224,9 +224,14 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
         raise BlocklensError(f"top must be a positive integer, got {top!r}")
     else:
         idx = [p.index for p in model.predict(x, top=int(top))]
-    act, grads, logits = class_gradients(model, x, info.name, idx, score)  # (C, H, W), (n, C, H, W), (n,)
+    if method == "ablation":  # no gradients needed: the activation, and each class's score for the record
+        act = model.activations(x, info.name)[info.name][0]                 # (C, H, W)
+        with torch.no_grad():
+            logits = scores_of(model(x), idx, score)[0]                     # (n,)
+    else:
+        act, grads, logits = class_gradients(model, x, info.name, idx, score)  # (C, H, W), (n, C, H, W), (n,)
+        g = grads.double().cpu().numpy()
     a = act.double().cpu().numpy()
-    g = grads.double().cpu().numpy()
 
     try:
         f = factorize.nmf(a.astype(np.float32), n_groups, seed=seed)
