@@ -328,9 +328,7 @@ def group_attribution(model, image, earlier: NeuronGroups, later: NeuronGroups, 
 def _group_removal(model, x, earlier: NeuronGroups, later: NeuronGroups, name1: str, name2: str) -> np.ndarray:
     from .attribution import run_replaced
 
-    with model.probe([name1]) as probe:
-        probe.run(x)
-    act1 = probe.activations[name1][0]
+    act1 = model.activations(x, name1)[name1][0]
     if tuple(act1.shape[1:]) != tuple(earlier.spatial.shape[1:]):
         raise BlocklensError(f"groups of {earlier.layer!r} have a {earlier.spatial.shape[1:]} grid but the layer's "
                              f"activations are {tuple(act1.shape)}")
