@@ -43,9 +43,10 @@ def add_commands(sub, add_model) -> None:
     p.add_argument("--classes", "-c", metavar="A,B", help="classes to explain (names or indices, comma-separated); "
                    "the first two are contrasted (default: the top 5 predictions)")
     p.add_argument("--out", "-o", metavar="FILE.html", help="where to write the report (default IMAGE_NAME.blocklens.html)")
-    p.add_argument("--preset", choices=list(PRESETS), default="quick",
-                   help="icon quality: quick (56 px, 48 steps; under 3 minutes cold on a 2-core CPU) or default "
-                        "(the reference 128 px, 512 steps; for a GPU or a precomputed store). Default quick")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="icon recipe: quick (56 px, 48 steps; about a minute of pictures on a 2-core CPU), default "
+                        "(128 px, 512 steps; for a GPU or a precomputed store) or lucid (Lucid's recipe unchanged). "
+                        "Default: quick when the model is on a CPU, default on a GPU")
     p.add_argument("--groups", type=int, default=6, metavar="K", help="neuron groups shown first (default 6)")
     p.add_argument("--store", metavar="DIR", help="icon store (default $BLOCKLENS_CACHE or ~/.cache/blocklens)")
     p.add_argument("--folder", metavar="DIR", help="also write explanation.json, image.png and icons/*.png here")
@@ -65,7 +66,8 @@ def add_commands(sub, add_model) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this computer only; "
                    "0.0.0.0 exposes the app to your network)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--preset", choices=list(PRESETS), default="quick", help="icon quality (default quick)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="icon recipe (default: quick on a CPU, default on a GPU; see 'blocklens explain --help')")
     p.add_argument("--store", metavar="DIR", help="icon store (default $BLOCKLENS_CACHE or ~/.cache/blocklens)")
     p.add_argument("--max-upload-mb", type=int, default=16, metavar="MB", help="upload size cap (default 16)")
     p.add_argument("--model", "-m", action=_AddModel, dest="models", default=[], metavar="SPEC",
@@ -128,13 +130,17 @@ def cmd_explain(args) -> int:
     model = load_model_arg(args, renders=not args.quiet)
     t0 = time.perf_counter()
     progress = False if args.quiet else None
+    from .explain import default_preset
+
+    preset = args.preset or default_preset(model)
     if not args.quiet:
         how = "only from the store" if args.cached_only else "from the store or are rendered now"
-        print(f"explaining {path.name} with {model.name} ({args.preset} preset); icons come {how}",
+        chosen = "" if args.preset else f", chosen for the {model.device.type.upper()}"
+        print(f"explaining {path.name} with {model.name} ({preset} preset{chosen}); icons come {how}",
               file=sys.stderr)
     pictures = "cached" if args.cached_only else True
     result = explain(image, model=model, layers=_split(args.layers), classes=_split(args.classes),
-                     n_groups=args.groups, preset=args.preset, store=args.store, progress=progress,
+                     n_groups=args.groups, preset=preset, store=args.store, progress=progress,
                      icons=pictures, grids=pictures)
     result.save_html(out, store=IconStore(args.store))  # layer sprite sheets from a precompute, if any
     if args.folder:
@@ -149,6 +155,9 @@ def cmd_explain(args) -> int:
         print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB, {len(result.icons)} icons, layers "
               f"{', '.join(l.layer for l in result.layers)}) in {elapsed:.1f} s"
               f" ({rendered:.1f} s of it rendering pictures)")
+        print(result.note)
+        for layer, q in result.quality.items():
+            print(f"  {layer}: {q['line']}")
         print(f"open it in a browser: file://{out.resolve()}")
     return 0
 

@@ -41,10 +41,46 @@ from .errors import BlocklensError
 from .iconcache import icons as get_icons
 from .store import Icon, IconStore
 
+#: Icon and grid recipes. "default" (128 px, 512 steps) is the reference for a GPU; "quick" (56 px, 48 steps) what a
+#: CPU gets: about a minute of pictures per explanation on two cores. Both use the contrast ramp (each colour channel
+#: standardized to a photograph's contrast, blended in over the first half of the steps) and the steeper
+#: ``1/f^1.5`` Fourier preconditioning, chosen by measurement (bench/bench_icon_quality.py); "lucid" is Lucid's
+#: recipe unchanged (1/f, no contrast ramp), for comparison.
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"icons": dict(size=128, steps=512), "grid": dict(cell=48, steps=256), "group_counts": (2, 3, 4, 5, 6, 7, 8)},
-    "quick": {"icons": dict(size=56, steps=48), "grid": dict(cell=40, steps=48), "group_counts": (3, 4, 5, 6)},
+    "default": {"icons": dict(size=128, steps=512, decay_power=1.5, contrast=0.5), "grid": dict(cell=48, steps=256),
+                "group_counts": (2, 3, 4, 5, 6, 7, 8)},
+    "quick": {"icons": dict(size=56, steps=48, decay_power=1.5, contrast=0.5), "grid": dict(cell=40, steps=48),
+              "group_counts": (3, 4, 5, 6)},
+    "lucid": {"icons": dict(size=128, steps=512), "grid": dict(cell=48, steps=256),
+              "group_counts": (2, 3, 4, 5, 6, 7, 8)},
 }
+
+
+def default_preset(model=None) -> str:
+    """The preset for ``model``'s device when none is asked for: "quick" on a CPU, "default" elsewhere."""
+    device = getattr(model, "device", None)
+    return "quick" if device is None or getattr(device, "type", "cpu") == "cpu" else "default"
+
+
+def icon_cost(recipe: dict) -> float:
+    """A recipe's relative cost per icon: steps x pixels of the transformed image (size + 24 of padding)."""
+    return float(recipe.get("steps", 512)) * (float(recipe.get("size", 128)) + 24) ** 2
+
+
+def preset_note(preset: str, seconds: float | None = None, n_icons: int | None = None,
+                recipe: dict | None = None) -> str:
+    """Which recipe made the icons (``recipe``: the icon recipe used, default the preset's) and what the default
+    preset would cost on this device, scaled from the measured ``seconds`` for ``n_icons`` by :func:`icon_cost`."""
+    ic = {**PRESETS[preset]["icons"], **(recipe or {})}
+    custom = "" if ic == PRESETS[preset]["icons"] else ", changed"
+    note = f"icons: {preset} preset ({ic['size']} px, {ic['steps']} steps{custom})"
+    ref = PRESETS["default"]["icons"]
+    if ic != ref and seconds and n_icons:
+        est = seconds * icon_cost(ref) / icon_cost(ic)
+        when = f"{est / 60:.0f} min" if est >= 90 else f"{est:.0f} s"
+        note += (f"; the default preset ({ref['size']} px, {ref['steps']} steps) would take about {when} for "
+                 f"these {n_icons} icons on this device (preset 'default')")
+    return note
 ICON_BATCH = 16  # icons rendered together: on a 2-core CPU 16 costs ~7% less per icon than 8
 PAIR_TOP = 8  # channels shown on each side of a class pair: every ordered pair's top channels get icons
 #: How the shown numbers are computed, chosen by measurement (bench/bench_faithfulness.py, docs/faithfulness.md):
@@ -171,6 +207,17 @@ class Explanation:
     recipe: dict = field(default_factory=dict)  # {"icons": ..., "grid": ...} as used
     icon_index: dict = field(default_factory=dict)  # layer -> {"channels": {c: key}, "groups": {k: [key]}}
     n_groups: int = 6
+    #: layer -> {"summary": IconQuality.summary(), "line": one line, "icons": {key: per-icon figures}} of the
+    #: layer's channel icons (see :mod:`blocklens.quality`), filled in by :func:`finish`
+    quality: dict = field(default_factory=dict)
+    rendered: int = 0  # icons rendered (not found in the store) by finish()
+
+    @property
+    def note(self) -> str:
+        """Which recipe made the icons, and what the reference recipe would cost on this device."""
+        if self.preset not in PRESETS:
+            return ""
+        return preset_note(self.preset, self.timings.get("icons"), self.rendered, self.recipe.get("icons"))
 
     @property
     def missing(self) -> list[str]:
@@ -218,7 +265,7 @@ class Explanation:
             "pair": list(self.pair), "layers": [l.to_json() for l in self.layers], "flows": to_jsonable(self.flows),
             "icons": {k: {"layer": i.meta.get("layer"), "unit": i.meta.get("unit"), "label": i.meta.get("label"),
                           "file": f"icons/{k}.png"} for k, i in self.icons.items()},
-            "timings": to_jsonable(self.timings),
+            "timings": to_jsonable(self.timings), "quality": to_jsonable(self.quality), "note": self.note,
         }
 
     def save(self, folder: str | Path) -> Path:
@@ -244,14 +291,15 @@ def _image_sha(x) -> str:
 
 def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = None, classes: Sequence | None = None,
             *, top: int = 5, n_groups: int = 6, group_counts: Sequence[int] | None = None,
-            grids: bool | str = True, icons: bool | str = True, preset: str = "default",
+            grids: bool | str = True, icons: bool | str = True, preset: str | None = None,
             icon_recipe: dict | None = None, grid_recipe: dict | None = None,
             store: IconStore | str | None | bool = None, progress: bool | None = None,
             score: str | None = None, group_method: str | None = None, faithfulness: bool = True) -> Explanation:
     """Every building block for ``image``. ``model``: a Model or a zoo name; ``layers``: spatial layers (default:
     two per model, :func:`default_layers`); ``classes``: the classes to explain (default: the top ``top``
-    predictions), the first two form the contrasted pair. ``preset`` sets the icon and grid recipes;
-    ``icon_recipe`` / ``grid_recipe`` override single settings of it.
+    predictions), the first two form the contrasted pair. ``preset`` sets the icon and grid recipes (default:
+    :func:`default_preset`, "quick" on a CPU and "default" on a GPU); ``icon_recipe`` / ``grid_recipe`` override
+    single settings of it. The explanation says which it used (``preset``, ``recipe``, :attr:`Explanation.note`).
 
     ``score`` (``"logit"`` or ``"logprob"``) and ``group_method`` (``"linear"`` or ``"ablation"``) override
     :data:`ATTRIBUTION`; ``faithfulness`` measures, per layer, how well the shown numbers predict removing what
@@ -259,17 +307,18 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     from .analyses.faithfulness import layer_report
     from .models import Model, load_model
 
-    if preset not in PRESETS:
+    if preset is not None and preset not in PRESETS:
         raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     for what, v in (("icons", icons), ("grids", grids)):
         if v not in (True, False, "cached"):
             raise BlocklensError(f"{what} must be True, False or 'cached', got {v!r}")
+    model = model if isinstance(model, Model) else load_model(model)
+    preset = preset or default_preset(model)
     recipe = {"icons": {**PRESETS[preset]["icons"], **(icon_recipe or {})},
               "grid": {**PRESETS[preset]["grid"], **(grid_recipe or {})}}
     counts = sorted({int(k) for k in (group_counts or PRESETS[preset]["group_counts"])} | {int(n_groups)})
     if counts[0] < 1:
         raise BlocklensError(f"group counts must be positive integers, got {counts}")
-    model = model if isinstance(model, Model) else load_model(model)
     if store is not False and not isinstance(store, IconStore):
         store = IconStore(store)
     times: dict[str, float] = {}
@@ -403,12 +452,21 @@ def finish(model, result: Explanation, store=None, *, progress: bool | None = No
             got = {} if store is False else {k: i for k in dict.fromkeys(result.missing) if (i := store.get(k))}
         else:
             cb = (lambda done, total: on_progress("icons", done, total)) if on_progress else None
+            counted = {}
+
+            def cb(done, total, _user=cb):
+                counted["total"] = total
+                if _user:
+                    _user(done, total)
+
             rendered = get_icons(model, _targets(model, result), store=store, progress=progress, on_batch=cb,
                                  batch=ICON_BATCH, **result.recipe["icons"])
             got = {i.key: i for i in rendered}
+            result.rendered = counted.get("total", 0)
         result.icons.update(got)
         _attach(result)
         times["icons"] = time.perf_counter() - t
+        _assess(model, result)
     if grids:
         t = time.perf_counter()
         for lr in result.layers:
@@ -428,6 +486,19 @@ def finish(model, result: Explanation, store=None, *, progress: bool | None = No
         times["grids"] = time.perf_counter() - t
     result.timings.update(times)
     return result
+
+
+def _assess(model, result: Explanation) -> None:
+    """The quality figures of each layer's channel icons (one forward pass over them and the photographs)."""
+    from .quality import assess
+
+    for lr in result.layers:
+        keys = [k for k in result.icon_index[lr.layer]["channels"].values() if k in result.icons]
+        if not keys:
+            continue
+        q = assess(model, [result.icons[k] for k in keys])
+        result.quality[lr.layer] = {"summary": q.summary(), "line": q.line(),
+                                    "icons": {k: q.per_icon(i) for i, k in enumerate(keys)}}
 
 
 def _attach(result: Explanation) -> None:

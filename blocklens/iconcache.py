@@ -16,7 +16,8 @@ from .optvis.render import DEFAULTS, render
 from .optvis.targets import Target, channel_target, logit_target, parse_target
 from .store import Icon, IconStore, icon_key
 
-RECIPE_KEYS = ("size", "steps", "lr", "seed", "param", "decorrelate", "transforms", "rescue_steps")
+RECIPE_KEYS = ("size", "steps", "lr", "seed", "param", "decorrelate", "transforms", "rescue_steps", "through_cap",
+               "decay_power", "contrast")
 
 
 def recipe_for(**overrides) -> dict:

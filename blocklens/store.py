@@ -105,7 +105,7 @@ __all__ = [
 ]
 
 #: Bump when the rendering algorithm changes, so icons rendered by the old one are not reused.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: objectives on capped layers keep their gradient past the cap
 
 #: Version of the on-disk entry format (the ``format`` field of the ``blocklens`` chunk).
 FORMAT_VERSION = 1

@@ -149,6 +149,17 @@ def check_views(page, doc, prefix):
     for view, sel in (("groups", "#groups"), ("channels", "#classes"), ("spatial", "#spatial")):
         lines = page.locator(f'{sel} .method-line[data-view="{view}"]').all_inner_texts()
         assert lines and all("Faithfulness on this image" in t for t in lines), (view, lines)
+    # the icons' quality figures are shown beside them: a line per layer, and each icon's own in its tooltip
+    if doc.get("icon_quality"):
+        for L in doc["layers"]:
+            line = page.locator(f'#summary .quality-line[data-layer="{L["layer"]}"]')
+            assert L["quality_line"] in line.inner_text()
+        key, fig = next((k, v) for k, v in doc["icon_quality"].items() if not v["dead"])
+        title = page.locator(f'#classes img.icon[data-icon="{key}"], #dictionary img.icon[data-icon="{key}"]').first
+        if title.count():
+            t = title.get_attribute("title")
+            assert ("not specific" in t) != fig["specific"] and f"contrast {fig['contrast']:.2f}" in t, t
+        assert doc["note"] in page.locator("#summary .quality-line.recipe").inner_text()
     groups.locator(".group-layer").nth(1).locator(".group-card").nth(1).hover()
     assert groups.get_attribute("data-isolated") == "1:1"
     assert groups.locator(".group-card.dim").count() == 2 * counts[-1] - 1
@@ -212,6 +223,28 @@ def test_report_works_from_file_with_the_network_off(page, console, tiny_explana
     check_views(page, doc, "report-")
     assert outside == []
     shot(page.locator("body"), "report")
+
+
+def test_a_dead_unit_is_drawn_as_dead_never_as_a_grey_icon(page, console, tiny_explanation, tmp_path):
+    import copy
+
+    e, _ = tiny_explanation
+    e = copy.copy(e)
+    e.quality = copy.deepcopy(e.quality)
+    layer = e.layers[0].layer
+    key = next(iter(e.quality[layer]["icons"]))
+    e.quality[layer]["icons"][key]["dead"] = True
+    path = e.save_html(tmp_path / "dead.html")
+    page.goto(path.as_uri())
+    page.wait_for_selector("#blocklens[data-ready]")
+    dead = page.locator(f'img.icon[data-icon="{key}"]')
+    assert dead.count() > 0
+    for i in range(dead.count()):
+        img = dead.nth(i)
+        assert "dead" in img.get_attribute("class") and img.get_attribute("src").startswith("data:image/svg+xml")
+        assert "dead: no input moves this unit" in img.get_attribute("title")
+    alive = page.locator(f'img.icon:not([data-icon="{key}"])').first
+    assert "dead" not in alive.get_attribute("class")
 
 
 def test_notebook_output_shows_the_views(page, console, tiny_explanation):

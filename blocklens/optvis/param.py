@@ -40,6 +40,7 @@ __all__ = [
     "spectrum_scale",
     "FourierImage",
     "PixelImage",
+    "PhaseImage",
     "image",
 ]
 
@@ -194,10 +195,21 @@ class FourierImage(_ImageParam):
         self.spectrum = nn.Parameter(_init_normal(shape, sd, seed, generator, seeds))
         self.register_buffer("scale", spectrum_scale(h, w, decay_power), persistent=False)
 
+    #: contrast normalization, set by the render loop: 0 = off; 1 = every colour channel standardized to ``gains``
+    standardize: float = 0.0
+    gains: tuple[float, ...] = (2.2, 3.0, 3.0)
+
     def forward(self) -> torch.Tensor:
         """Returns the image batch, (B, C, H, W) in (0, 1)."""
         coeffs = torch.complex(self.spectrum[..., 0], self.spectrum[..., 1]) * self.scale
         t = torch.fft.irfft2(coeffs, s=self.size) / 4
+        if self.standardize > 0:
+            a = float(self.standardize)
+            rgb = t[:, :3]
+            std = rgb.flatten(2).std(2)[..., None, None] + 1e-8
+            g = torch.tensor(self.gains, device=t.device, dtype=t.dtype).view(1, 3, 1, 1)
+            rgb = (rgb - rgb.flatten(2).mean(2)[..., None, None]) * ((1 - a) + a * g / std)
+            t = torch.cat([rgb, t[:, 3:]], 1)
         return to_valid_rgb(t, self.decorrelate)
 
     def extra_repr(self) -> str:
@@ -232,6 +244,67 @@ class PixelImage(_ImageParam):
     def forward(self) -> torch.Tensor:
         """Returns the image batch, (B, C, H, W) in (0, 1)."""
         return to_valid_rgb(self.pixels, self.decorrelate)
+
+
+class PhaseImage(_ImageParam):
+    """Phase-only images (after MACO, Fel et al. 2023): fixed natural Fourier magnitudes, learnable phases.
+
+    Parameter ``phase``: (B, C, H, W // 2 + 1) radians, initialized uniform in [-pi, pi). The magnitudes are
+    :func:`~blocklens.optvis.spectrum.natural_spectrum` (computed from the bundled photographs; the DC term is
+    zero, so the mean colour is grey). ``forward()``::
+
+        t = irfft2(magnitude * exp(i * phase), s=(H, W))
+        t = gain * (t - mean(t)) / std(t)        # per image, over channels and pixels
+        image = to_valid_rgb(t, decorrelate)
+
+    Because only phases move, every image has a photograph's contrast, colour spread and ``1/f`` falloff
+    from the first step, whatever the objective; ``gain`` sets that contrast (the standard deviation in the
+    decorrelated, pre-sigmoid space). No alpha channel: transparency needs a magnitude of its own.
+    """
+
+    def __init__(
+        self,
+        batch: int = 1,
+        size: int | tuple[int, int] = 128,
+        channels: int = 3,
+        alpha: bool = False,
+        sd: float = 0.0,
+        decorrelate: bool = True,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+        gain: float | tuple[float, float, float] = (2.2, 3.0, 3.0),
+    ):
+        if alpha or channels != 3:
+            raise ValueError("PhaseImage makes RGB images only (no alpha, 3 channels); use FourierImage for alpha")
+        super().__init__(batch, size, channels, alpha, sd, decorrelate)
+        from .spectrum import natural_spectrum
+
+        h, w = self.size
+        self.gain = tuple(float(g) for g in (gain if isinstance(gain, (tuple, list)) else (gain,) * 3))
+        self.register_buffer("gains", torch.tensor(self.gain).view(1, 3, 1, 1), persistent=False)
+        mag = natural_spectrum((h, w))
+        mag[:, 0, 0] = 0.0
+        self.register_buffer("magnitude", mag, persistent=False)
+        shape = (batch, 3, h, w // 2 + 1)
+        if seeds is None:
+            u = torch.rand(shape, generator=_make_generator(seed, generator))
+        else:
+            if len(seeds) != batch:
+                raise ValueError(f"seeds has {len(seeds)} entries for a batch of {batch}")
+            u = torch.stack([torch.rand(shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        self.phase = nn.Parameter((u * 2 - 1) * math.pi)
+
+    def forward(self) -> torch.Tensor:
+        """Returns the image batch, (B, 3, H, W) in (0, 1)."""
+        coeffs = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        t = torch.fft.irfft2(coeffs, s=self.size)
+        flat = t.flatten(2)
+        t = (t - flat.mean(2)[..., None, None]) / (flat.std(2)[..., None, None] + 1e-8) * self.gains
+        return to_valid_rgb(t, self.decorrelate)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gain={self.gain}"
 
 
 def image(

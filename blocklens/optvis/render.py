@@ -25,13 +25,13 @@ from torch import nn
 from ..errors import BlocklensError
 from ..probe import Probe
 from . import objectives as obj
-from .param import FourierImage, PixelImage
-from .rescue import relu_rescue
+from .param import FourierImage, PhaseImage, PixelImage
+from .rescue import capped_output, relu_rescue
 from .targets import Target, parse_target
 from .transforms import Compose, standard_transforms
 
 DEFAULTS = dict(size=128, steps=512, lr=0.05, seed=0, param="fft", decorrelate=True, transforms="standard",
-                rescue_steps=16)
+                rescue_steps=16, through_cap=True, decay_power=1.0, contrast=None)
 
 
 @dataclass
@@ -80,12 +80,19 @@ class RenderResult:
         return paths
 
 
-def _make_param(param, batch: int, size: int, decorrelate: bool, alpha: bool, seeds: Sequence[int]) -> nn.Module:
+def _make_param(param, batch: int, size: int, decorrelate: bool, alpha: bool, seeds: Sequence[int],
+                decay_power: float = 1.0) -> nn.Module:
     if isinstance(param, nn.Module):
         return param
-    cls = {"fft": FourierImage, "pixel": PixelImage}.get(param)
+    if param == "fft":
+        return FourierImage(batch=batch, size=size, alpha=alpha, decorrelate=decorrelate, seeds=seeds,
+                            decay_power=decay_power)
+    cls = {"fft": FourierImage, "pixel": PixelImage, "phase": PhaseImage}.get(param)
     if cls is None:
-        raise BlocklensError(f"unknown parameterization {param!r}; choose 'fft', 'pixel' or pass an nn.Module")
+        raise BlocklensError(f"unknown parameterization {param!r}; choose 'fft', 'phase', 'pixel' or pass an "
+                             "nn.Module")
+    if cls is PhaseImage and alpha:
+        raise BlocklensError("param='phase' makes opaque images; use param='fft' with alpha=True")
     return cls(batch=batch, size=size, alpha=alpha, decorrelate=decorrelate, seeds=seeds)
 
 
@@ -99,6 +106,16 @@ def _make_transforms(transforms) -> nn.Module:
     if isinstance(transforms, (list, tuple)):
         return Compose(list(transforms))
     raise BlocklensError(f"unknown transforms {transforms!r}; choose 'standard', None or pass modules")
+
+
+def _check_capped(rescue, capped: dict, acts: dict) -> None:
+    """Keep the gradient-through-the-cap only where the layer's output is the capped module's output (a layer
+    that adds something after its last rectifier is not clipped there)."""
+    for name, m in capped.items():
+        out = rescue.last_out.get(id(m))
+        a = acts[name]
+        if out is None or out.shape != a.shape or out.data_ptr() != a.data_ptr():
+            rescue.through_cap.discard(id(m))
 
 
 def _objective_for(model, targets) -> tuple[obj.Objective, list[str], list[Target | None], int]:
@@ -117,7 +134,8 @@ def _objective_for(model, targets) -> tuple[obj.Objective, list[str], list[Targe
 
 def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.05, seed: int = 0,
            batch: int | None = None, param: str | nn.Module = "fft", decorrelate: bool = True,
-           alpha: bool = False, transforms: Any = "standard", rescue_steps: int = 16,
+           alpha: bool = False, transforms: Any = "standard", rescue_steps: int = 16, through_cap: bool = True,
+           decay_power: float = 1.0, contrast: float | None = None,
            same_init: bool = False, progress: bool | None = None, desc: str = "render") -> RenderResult:
     """Optimize images for ``targets`` and return them with the objective history.
 
@@ -134,7 +152,7 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
         raise BlocklensError(f"batch={batch} but {n} targets were given (one image per target)")
     device = model.device
     seeds = [seed] * batch if same_init else [seed + b for b in range(batch)]
-    image = _make_param(param, batch, size, decorrelate, alpha, seeds).to(device)
+    image = _make_param(param, batch, size, decorrelate, alpha, seeds, decay_power).to(device)
     tf = _make_transforms(transforms)
     params = [p for p in image.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
@@ -151,9 +169,14 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
 
     bar = tqdm(total=steps, desc=desc, disable=not show, leave=False, unit="step")
     try:
-        with relu_rescue(model.module) as rescue, Probe(model.module, list(infos.values()), grad=True) as probe:
+        capped = {name: capped_output(model.module, info.module) for name, info in infos.items()} if through_cap else {}
+        capped = {name: m for name, m in capped.items() if m is not None}
+        with relu_rescue(model.module, capped.values()) as rescue, \
+                Probe(model.module, list(infos.values()), grad=True) as probe:
             for step in range(steps):
                 rescue.active = step < rescue_steps
+                if contrast is not None and hasattr(image, "standardize"):
+                    image.standardize = 1.0 if contrast <= 0 else min(1.0, step / (contrast * steps))
                 imgs = image()
                 rgb = imgs[:, :3]
                 if imgs.shape[1] == 4:  # composite on a random uniform background, so alpha must earn its place
@@ -162,6 +185,8 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
                 x = tf(rgb, generator=gen)
                 out = probe.run(model.input_from_rgb(x), stop=not needs_output)
                 acts = {name: probe.activations[info.name] for name, info in infos.items()}
+                if step == 0 and capped:
+                    _check_capped(rescue, capped, acts)
                 if needs_output:
                     acts[obj.OUTPUT] = out
                 values = objective(obj.Context(acts, imgs))
@@ -184,5 +209,5 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
     recipe = dict(size=size, steps=steps, lr=lr, seed=seed, param=param if isinstance(param, str) else "custom",
                   decorrelate=decorrelate, alpha=alpha,
                   transforms=transforms if isinstance(transforms, str) or transforms is None else "custom",
-                  rescue_steps=rescue_steps)
+                  rescue_steps=rescue_steps, through_cap=through_cap, decay_power=decay_power, contrast=contrast)
     return RenderResult(final, history, names, recipe, zero_steps, parsed)

@@ -13,7 +13,7 @@ Register it *before* a :class:`~blocklens.probe.Probe` so the probe captures the
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -23,28 +23,31 @@ class _RedirectedClip(torch.autograd.Function):
     """``clamp(x, 0, upper)`` whose backward redirects the gradient of elements with no true gradient."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, upper: float | None) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, upper: float | None, rescue: bool = True, through_cap: bool = False):
         ctx.save_for_backward(x)
-        ctx.upper = upper
+        ctx.upper, ctx.rescue, ctx.through_cap = upper, rescue, through_cap
         return x.clamp(0.0, upper) if upper is not None else x.clamp_min(0.0)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         (x,) = ctx.saved_tensors
         upper = ctx.upper
-        inside = x > 0 if upper is None else (x > 0) & (x < upper)
+        # through_cap: above the cap the gradient is the pre-activation's (the objective keeps rising past it)
+        inside = x > 0 if upper is None or ctx.through_cap else (x > 0) & (x < upper)
         true = g * inside
+        if not ctx.rescue:
+            return true, None, None, None
         flat = true.reshape(true.shape[0], -1) if true.dim() > 1 else true.reshape(1, -1)
         dead = ~flat.any(1)  # batch elements with no true gradient anywhere in this layer
         if not bool(dead.any()):
-            return true, None
+            return true, None, None, None
         # g is d(loss)/d(out) of a loss being minimized: g > 0 lowers the value, g < 0 raises it
         blocked = (x <= 0) & (g > 0)
         if upper is not None:
             blocked |= (x >= upper) & (g < 0)
         redirected = g * ~blocked
         dead = dead.view(-1, *([1] * (g.dim() - 1))) if g.dim() > 1 else dead
-        return torch.where(dead, redirected, true), None
+        return torch.where(dead, redirected, true), None, None, None
 
 
 def _upper(m: nn.Module) -> float | None | bool:
@@ -62,17 +65,39 @@ class _Rescue:
     def __init__(self):
         self.active = False
         self.count = 0  # rectifier modules patched
+        self.through_cap: set[int] = set()  # ids of capped modules whose gradient passes the cap (always on)
+        self.last_out: dict[int, torch.Tensor] = {}  # their latest outputs
+
+
+def capped_output(module: nn.Module, path: str) -> nn.Module | None:
+    """The rectifier with a cap (ReLU6, Hardtanh(0, max)) that computes the output of submodule ``path``, if one
+    does: the module itself, or the end of its chain of last children (timm's ``ConvBnAct`` ends in its ``act``).
+    The render loop checks in its first forward pass that the layer's output really is that module's output."""
+    modules = dict(module.named_modules())
+    m = modules.get(path)
+    while m is not None:
+        if isinstance(_upper(m), float):
+            return m
+        children = list(m.children())
+        m = children[-1] if children else None
+    return None
 
 
 @contextmanager
-def relu_rescue(module: nn.Module) -> Iterator[_Rescue]:
-    """Patch every rectifier module of ``module``; set ``.active`` on the yielded object to switch it on."""
+def relu_rescue(module: nn.Module, through_cap: Iterable[nn.Module] = ()) -> Iterator[_Rescue]:
+    """Patch every rectifier module of ``module``; set ``.active`` on the yielded object to switch the rescue on.
+
+    ``through_cap``: capped modules (see :func:`capped_output`) whose gradient also flows where the input is
+    above the cap, at every step: an objective on a ReLU6 layer then keeps a gradient when the unit sits at 6
+    (its value is read as the pre-activation's there), so saturated units still order their icons. Drop a
+    module from ``.through_cap`` (its ``id``) to switch that off."""
     state = _Rescue()
+    state.through_cap = {id(m) for m in through_cap}
     handles = []
     saved: dict[int, list[torch.Tensor]] = {}
 
     def pre_hook(mod, args):
-        if not state.active or not args or not isinstance(args[0], torch.Tensor):
+        if not (state.active or id(mod) in state.through_cap) or not args or not isinstance(args[0], torch.Tensor):
             return None
         x = args[0]
         saved.setdefault(id(mod), []).append(x)
@@ -83,10 +108,14 @@ def relu_rescue(module: nn.Module) -> Iterator[_Rescue]:
     def make_post_hook(upper):
         def post_hook(mod, args, out):
             stack = saved.get(id(mod))
-            if not state.active or not stack:
+            through = id(mod) in state.through_cap
+            if not (state.active or through) or not stack:
                 return None
             x = stack.pop()
-            return _RedirectedClip.apply(x, upper)
+            y = _RedirectedClip.apply(x, upper, state.active, through)
+            if through:
+                state.last_out[id(mod)] = y
+            return y
         return post_hook
 
     try:
@@ -102,3 +131,4 @@ def relu_rescue(module: nn.Module) -> Iterator[_Rescue]:
         for h in handles:
             h.remove()
         saved.clear()
+        state.last_out.clear()

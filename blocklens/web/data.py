@@ -109,6 +109,8 @@ def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: st
             "groups": {"default": int(lr.groups.n_groups), "counts": sorted(int(k) for k in lr.group_options),
                        "options": options},
             "grid": grid,
+            "quality": (expl.quality.get(lr.layer) or {}).get("summary"),
+            "quality_line": (expl.quality.get(lr.layer) or {}).get("line"),
             "methods": dict(getattr(lr, "methods", {}) or {}),
             "faithfulness": getattr(lr, "faithfulness", None),
         })
@@ -125,4 +127,6 @@ def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: st
         "pair": [int(c) for c in expl.pair], "layers": layers, "flows": flows,
         "icons": {k: (None if k in in_sprites else icon_url(k, expl.icons.get(k))) for k in dict.fromkeys(keys)},
         "sprites": sprites or [],
+        "note": getattr(expl, "note", ""),
+        "icon_quality": {k: v for q in getattr(expl, "quality", {}).values() for k, v in q.get("icons", {}).items()},
     }

@@ -106,13 +106,13 @@ class BlocklensApp:
     """The app's state: models (an analysis copy and a render copy of each, each with its lock), recent
     explanations (LRU), render jobs and the icon store."""
 
-    def __init__(self, store: IconStore | str | None = None, preset: str = "quick", *, max_explanations: int = 16,
+    def __init__(self, store: IconStore | str | None = None, preset: str | None = None, *, max_explanations: int = 16,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
                  render: bool = True, icon_recipe: dict | None = None, grid_recipe: dict | None = None,
                  models: list | None = None):
         from ..explain import PRESETS
 
-        if preset not in PRESETS:
+        if preset is not None and preset not in PRESETS:
             raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         self.store = store if isinstance(store, IconStore) else IconStore(store)
         self.preset = preset
@@ -212,7 +212,7 @@ class BlocklensApp:
 
     def explain(self, image, model: str, layers: list[str] | None, classes: list[str] | None) -> tuple[str, Entry]:
         from ..analyses.common import class_indices, prepare, spatial_layer
-        from ..explain import default_layers, explain
+        from ..explain import default_layers, default_preset, explain
 
         if layers and len(layers) > MAX_LAYERS:
             raise HTTPError(400, f"at most {MAX_LAYERS} layers at once, got {len(layers)}")
@@ -223,10 +223,11 @@ class BlocklensApp:
         with lock:
             prep = prepare(m, image)
         digest = hashlib.sha256(prep.x.numpy().tobytes()).hexdigest()
-        recipe = (self.preset, sorted(self.icon_recipe.items()), sorted(self.grid_recipe.items()))
+        preset = self.preset or default_preset(m)  # none given: by the model's device
+        recipe = (preset, sorted(self.icon_recipe.items()), sorted(self.grid_recipe.items()))
         ident = hashlib.sha256(repr((m.name, digest, layers, classes, recipe)).encode()).hexdigest()[:20]
         entry = self._cached_or_build(ident, lambda: Entry(
-            explain(prep, model=m, layers=layers, classes=classes, preset=self.preset, icon_recipe=self.icon_recipe,
+            explain(prep, model=m, layers=layers, classes=classes, preset=preset, icon_recipe=self.icon_recipe,
                     grid_recipe=self.grid_recipe, icons="cached", grids="cached", store=self.store,
                     progress=False), prep, m.name), lock)
         if self.render and entry.explanation.missing:  # also restarts a job that failed before
@@ -398,7 +399,7 @@ def create_app(state: BlocklensApp | None = None, **kw):
 
     @app.get("/api/health")
     def health():
-        return {"ok": True, "preset": state.preset, "jobs_running": sum(j.state == "running" for j in state.jobs.values())}
+        return {"ok": True, "preset": state.preset or "by device", "jobs_running": sum(j.state == "running" for j in state.jobs.values())}
 
     @app.get("/api/models")
     def models():

@@ -108,6 +108,7 @@ async function follow(id, job, since, seq) {
       const data = await api(`api/explanations/${id}`);
       if (seq !== state.seq) return;
       state.handle.setIcons(data.icons);
+      state.handle.setQuality(data);
       state.handle.setGrids(Object.fromEntries(data.layers.map((L) => [L.layer, L.grid])));
       setStatus("ready: every icon and grid rendered and cached", null);
     } catch (e) { showError(e.message); }

@@ -5,19 +5,48 @@ import { el } from "./util.js";
 // a transparent pixel: a pending icon shows its striped background, not a broken-image glyph and alt text
 const BLANK = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7";
 
+// A dead unit (no input moves it) is drawn as this tile, never as the grey picture its optimization left.
+const DEAD = "data:image/svg+xml;utf8," + encodeURIComponent('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 48 48"><rect width="48" height="48" fill="#f3f0ec"/><path d="M6 6L42 42M42 6L6 42" stroke="#d8cfc6" stroke-width="2"/><text x="24" y="28" font-family="sans-serif" font-size="11" text-anchor="middle" fill="#8a7f74">dead</text></svg>');
+
+// Per-icon quality figures by store key (blocklens.quality, computed with the explanation): tooltips, dead tiles.
+export const ICON_QUALITY = {};
+
+export function setIconQuality(byKey) { Object.assign(ICON_QUALITY, byKey || {}); }
+
+function qualityTitle(label, q) {
+  if (!q) return label || "";
+  if (q.dead) return `${label} · dead: no input moves this unit (constant over the photographs and the icons)`;
+  const bits = [q.specific ? "specific" : "not specific (another icon of this layer excites it more)"];
+  if (q.strength != null) bits.push(`${q.strength.toFixed(1)}× the best photo`);
+  if (q.contrast != null) bits.push(`contrast ${q.contrast.toFixed(2)}`);
+  if (q.colourfulness != null) bits.push(`colourfulness ${Math.round(q.colourfulness)}`);
+  if (q.saturated) bits.push("saturated at its layer's cap");
+  return `${label} · ${bits.join(" · ")}`;
+}
+
+function paint(img, url) {
+  const q = ICON_QUALITY[img.dataset.icon];
+  img.title = qualityTitle(img.dataset.label, q);
+  if (q && q.dead) { img.src = DEAD; img.alt = `${img.dataset.label} (dead unit)`; img.classList.add("dead"); img.classList.remove("pending"); return true; }
+  if (!url) return false;
+  img.src = url; img.alt = img.dataset.label; img.classList.remove("pending");
+  return true;
+}
+
 export function iconImg(icons, key, label, size = 56) {
   const url = key ? icons[key] : null;
-  const img = el("img", { class: url ? "icon" : "icon pending", alt: url ? label || "" : "", title: label || "",
+  const img = el("img", { class: url ? "icon" : "icon pending", alt: "", title: label || "",
     width: size, height: size, "data-icon": key || "", "data-label": label || "" });
-  img.src = url || BLANK;
+  img.src = BLANK;
+  paint(img, url);
   return img;
 }
 
 export function refreshIcons(root, icons) {
   let filled = 0;
-  for (const img of root.querySelectorAll("img.icon.pending")) {
-    const url = icons[img.dataset.icon];
-    if (url) { img.src = url; img.alt = img.dataset.label; img.classList.remove("pending"); filled++; }
+  for (const img of root.querySelectorAll("img.icon")) {
+    const pending = img.classList.contains("pending");
+    if (paint(img, pending ? icons[img.dataset.icon] : null) && pending) filled++;
   }
   return filled;
 }

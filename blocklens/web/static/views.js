@@ -1,7 +1,7 @@
 // Every view of one explanation, mounted into one element. The page document (see blocklens/web/data.py) holds
 // all numbers, so every hover is answered here without a round trip.
 import { el, decodeF32, rgb, POS } from "./util.js";
-import { refreshIcons, loadSprites } from "./icons.js";
+import { refreshIcons, loadSprites, setIconQuality } from "./icons.js";
 import { classesView } from "./classes.js";
 import { dictionaryView } from "./dictionary.js";
 import { gridsView } from "./grids.js";
@@ -20,6 +20,15 @@ export function mountViews(root, data) {
         el("span", { class: "chan-val", text: `${(100 * p.prob).toFixed(1)}%` })))),
     el("nav", { class: "jump" }, ...[["classes", "classes"], ["dictionary", "dictionary"], ["grids", "grids"], ["spatial", "spatial"], ["groups", "groups"]]
       .map(([id, t]) => el("a", { href: `#${id}`, text: t }))));
+  const quality = el("div", { class: "quality-box" });
+  const showQuality = (d) => {
+    setIconQuality(d.icon_quality);
+    const lines = (d.layers || []).filter((L) => L.quality_line).map((L) =>
+      el("p", { class: "quality-line", "data-layer": L.layer, text: `${L.layer} icons: ${L.quality_line}` }));
+    quality.replaceChildren(...(d.note ? [el("p", { class: "quality-line recipe", text: d.note })] : []), ...lines);
+  };
+  showQuality(data);
+  header.append(quality);
   const grids = gridsView(ctx);
   root.replaceChildren(header, classesView(ctx), dictionaryView(ctx), grids.root, spatialView(ctx), groupsView(ctx));
   root.dataset.ready = "1";
@@ -40,6 +49,8 @@ export function mountViews(root, data) {
       for (const L of data.layers) if (byLayer[L.layer]) L.grid = byLayer[L.layer];
       grids.rebuild();
     },
+    // the explanation's quality figures arrived (after its icons): tooltips, dead tiles, the summary lines
+    setQuality(d) { showQuality(d); return refreshIcons(root, ctx.icons); },
     pending() { return root.querySelectorAll("img.icon.pending").length; },
   };
 }

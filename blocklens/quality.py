@@ -1,0 +1,340 @@
+"""How good are these icons? Figures a user can check, cheap enough to show beside every set of pictures.
+
+For a set of icons (feature visualizations of units of one model), :func:`assess` measures
+
+- **specificity**: each icon is fed to the model (at its own size, no transforms) and its unit's value (the
+  objective it was optimized for: a channel's spatial mean, a neuron, a direction, a logit) is compared with
+  that unit's value on every *other* icon of the set. An icon is specific when its own unit is highest on it
+  ("the target unit wins in its own visualization"). ``margin`` is own / best other (above 1 is specific).
+- **strength**: the unit's value on its icon against the best value of the same statistic over the bundled
+  photographs (224 px): how far past natural images the icon drives its unit.
+- **natural-image statistics** of the pixels, next to the same figures of the bundled photographs resized to
+  the icon's size: RMS contrast (standard deviation of luma in [0, 1]), colourfulness (Hasler and Suesstrunk
+  2003, on 0..255 values), the slope of the radially averaged power spectrum of luma (natural images: about
+  -2), and high-frequency energy (the share of the luma power above a quarter of the sampling frequency:
+  checkerboard speckle raises it).
+- **flags**: *dead* when the unit's value is the same on every photograph and on every icon (no input moves
+  it: shown as dead, never as a grey picture), *saturated* when the unit sits at its layer's cap (ReLU6 at 6,
+  Hardtanh at its max) on most positions of its own icon.
+
+:func:`transferability` asks an independently trained model (the judge) to classify jittered views of class
+renders: real class features transfer, adversarial noise mostly does not.
+
+Everything here is measured offline and costs one forward pass over the icons and the photographs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import BlocklensError
+
+#: Frequencies above this (cycles per pixel; Nyquist is 0.5) count as high-frequency energy.
+HF_CUTOFF = 0.25
+#: A unit whose value varies by less than this over the photographs and the icons is dead.
+DEAD_TOLERANCE = 1e-6
+
+
+# --- pixel statistics ---------------------------------------------------------------------------------------
+
+
+def _as_float_images(images) -> np.ndarray:
+    """(N, H, W, 3) float64 in [0, 1] from uint8 / float arrays, a list of them, or PIL images."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = images[None]
+    arrs = []
+    for im in images:
+        a = np.asarray(im.convert("RGB") if isinstance(im, Image.Image) else im)
+        a = a[..., :3]
+        arrs.append(a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a.astype(np.float64))
+    if len({a.shape for a in arrs}) != 1:
+        raise BlocklensError(f"images must share one size, got {sorted({a.shape for a in arrs})}")
+    return np.stack(arrs)
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+    return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+
+
+def rms_contrast(images) -> np.ndarray:
+    """Standard deviation of luma (in [0, 1]) per image, (N,)."""
+    lum = _luma(_as_float_images(images))
+    return lum.reshape(len(lum), -1).std(1)
+
+
+def colourfulness(images) -> np.ndarray:
+    """Hasler and Suesstrunk's colourfulness per image (on 0..255 values), (N,)."""
+    x = _as_float_images(images) * 255.0
+    rg = (x[..., 0] - x[..., 1]).reshape(len(x), -1)
+    yb = (0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]).reshape(len(x), -1)
+    return np.sqrt(rg.std(1) ** 2 + yb.std(1) ** 2) + 0.3 * np.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
+
+
+def _radial_power(lum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum of one mean-subtracted, Hann-windowed luma image: (freqs, power)."""
+    h, w = lum.shape
+    win = np.outer(np.hanning(h), np.hanning(w))
+    f = np.fft.fftshift(np.fft.fft2((lum - lum.mean()) * win))
+    power = np.abs(f) ** 2
+    fy = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
+    fx = np.fft.fftshift(np.fft.fftfreq(w))[None, :]
+    r = np.sqrt(fy ** 2 + fx ** 2)
+    step = 1.0 / max(h, w)
+    bins = np.round(r / step).astype(int)
+    n = int(0.5 / step)  # up to Nyquist along an axis
+    sums = np.bincount(bins.ravel(), power.ravel(), minlength=n + 1)[1:n + 1]
+    counts = np.bincount(bins.ravel(), minlength=n + 1)[1:n + 1]
+    return np.arange(1, n + 1) * step, sums / np.maximum(counts, 1)
+
+
+def spectrum_slope(images) -> np.ndarray:
+    """Slope of log power vs log frequency of luma, fitted from 2 cycles per image to Nyquist, (N,)."""
+    out = []
+    for lum in _luma(_as_float_images(images)):
+        f, p = _radial_power(lum)
+        keep = (f >= 2.0 / max(lum.shape)) & (p > 0)
+        out.append(np.polyfit(np.log(f[keep]), np.log(p[keep]), 1)[0] if keep.sum() >= 3 else float("nan"))
+    return np.asarray(out)
+
+
+def hf_energy(images, cutoff: float = HF_CUTOFF) -> np.ndarray:
+    """Share of the (windowed, mean-subtracted) luma power above ``cutoff`` cycles per pixel, (N,)."""
+    out = []
+    for lum in _luma(_as_float_images(images)):
+        h, w = lum.shape
+        win = np.outer(np.hanning(h), np.hanning(w))
+        power = np.abs(np.fft.fft2((lum - lum.mean()) * win)) ** 2
+        r = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None, :] ** 2)
+        total = power.sum()
+        out.append(float(power[r > cutoff].sum() / total) if total > 0 else 0.0)
+    return np.asarray(out)
+
+
+def image_stats(images) -> dict[str, np.ndarray]:
+    """Every pixel statistic per image: ``contrast``, ``colourfulness``, ``slope``, ``hf``."""
+    return {"contrast": rms_contrast(images), "colourfulness": colourfulness(images),
+            "slope": spectrum_slope(images), "hf": hf_energy(images)}
+
+
+@lru_cache(maxsize=8)
+def photo_stats(size: int) -> dict[str, float]:
+    """The medians of :func:`image_stats` over the bundled photographs, centre-cropped and resized to ``size``."""
+    from .images import bundled_images, load_image
+
+    photos = []
+    for path in bundled_images().values():
+        im = load_image(path)
+        s = min(im.size)
+        left, top = (im.width - s) // 2, (im.height - s) // 2
+        photos.append(np.asarray(im.crop((left, top, left + s, top + s)).resize((size, size), Image.BICUBIC)))
+    return {k: float(np.median(v)) for k, v in image_stats(photos).items()}
+
+
+# --- unit statistics ----------------------------------------------------------------------------------------
+
+
+def _unit_values(model, targets, x: torch.Tensor) -> np.ndarray:
+    """values[i, j]: target j's objective on image i of ``x`` ((N, 3, H, W) in [0, 1], no transforms)."""
+    from .optvis import objectives as obj
+
+    layers = sorted({t.layer for t in targets} - {obj.OUTPUT})
+    needs_output = any(t.layer == obj.OUTPUT for t in targets)
+    with torch.no_grad():
+        inp = model.input_from_rgb(x.to(model.device))
+        if needs_output:
+            with model.probe(layers) as probe:
+                out = probe.run(inp, stop=False)
+                acts = dict(probe.activations)
+            acts[obj.OUTPUT] = out
+        else:
+            acts = model.activations(inp, layers) if layers else {}
+        ctx = obj.Context(acts, x)
+        return np.stack([t.objective(batch=None)(ctx).float().cpu().numpy() for t in targets], axis=1)
+
+
+def _caps(model, targets) -> list[float | None]:
+    """The clip value of each target's layer when its output is clipped above (ReLU6, Hardtanh), else None."""
+    from .optvis.rescue import _upper
+
+    from .optvis import objectives as obj
+
+    modules = dict(model.module.named_modules())
+    caps = []
+    for t in targets:
+        m = modules.get(model.layer(t.layer).module) if t.layer != obj.OUTPUT else None
+        up = _upper(m) if m is not None else False
+        caps.append(up if isinstance(up, float) else None)
+    return caps
+
+
+@lru_cache(maxsize=4)
+def _photo_batch(size: int) -> torch.Tensor:
+    from .images import bundled_images, load_image
+
+    out = []
+    for path in bundled_images().values():
+        im = load_image(path)
+        s = min(im.size)
+        left, top = (im.width - s) // 2, (im.height - s) // 2
+        im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.BICUBIC)
+        out.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255)
+    return torch.stack(out)
+
+
+@dataclass
+class IconQuality:
+    """Figures for a set of icons; per-icon arrays are in the order the icons were given."""
+
+    labels: list[str]
+    specific: np.ndarray       # (N,) bool: own unit highest on its own icon
+    margin: np.ndarray         # (N,) own value / best other icon's value (inf when no other icon)
+    own: np.ndarray            # (N,) the unit's value on its own icon
+    best_photo: np.ndarray     # (N,) the best value of the same statistic over the photographs
+    strength: np.ndarray       # (N,) own / best_photo
+    dead: np.ndarray           # (N,) bool
+    saturated: np.ndarray      # (N,) bool
+    stats: dict[str, np.ndarray]
+    photos: dict[str, float]   # the photographs' medians of the same pixel statistics
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def live(self) -> np.ndarray:
+        return ~self.dead
+
+    def summary(self) -> dict[str, Any]:
+        """Medians and counts: what a view prints beside its icons."""
+        live = self.live
+        n_live = int(live.sum())
+
+        def med(a):
+            a = np.asarray(a, dtype=np.float64)[live]
+            a = a[np.isfinite(a)]
+            return float(np.median(a)) if len(a) else None
+
+        return {"icons": len(self), "live": n_live, "dead": int(self.dead.sum()),
+                "saturated": int(self.saturated.sum()),
+                "specific": int(self.specific[live].sum()),
+                "specificity": (float(self.specific[live].mean()) if n_live else None),
+                "strength": med(self.strength), "contrast": med(self.stats["contrast"]),
+                "colourfulness": med(self.stats["colourfulness"]), "slope": med(self.stats["slope"]),
+                "hf": med(self.stats["hf"]), "photos": dict(self.photos), **self.extra}
+
+    def per_icon(self, i: int) -> dict[str, Any]:
+        """The figures of icon ``i`` (JSON-ready)."""
+        def f(v):
+            v = float(v)
+            return round(v, 4) if math.isfinite(v) else None
+
+        return {"specific": bool(self.specific[i]), "margin": f(self.margin[i]), "strength": f(self.strength[i]),
+                "dead": bool(self.dead[i]), "saturated": bool(self.saturated[i]),
+                **{k: f(v[i]) for k, v in self.stats.items()}}
+
+    def line(self) -> str:
+        """One line for a terminal or a caption."""
+        s = self.summary()
+        if not s["live"]:
+            return f"{s['icons']} icons, all dead (no input moves these units)"
+        p = s["photos"]
+        parts = [f"specific {s['specific']}/{s['live']}",
+                 f"strength {s['strength']:.1f}x the best photo" if s["strength"] is not None else None,
+                 f"contrast {s['contrast']:.2f} (photos {p['contrast']:.2f})",
+                 f"colourfulness {s['colourfulness']:.0f} ({p['colourfulness']:.0f})",
+                 f"spectrum slope {s['slope']:.1f} ({p['slope']:.1f})",
+                 f"high-frequency energy {100 * s['hf']:.1f}% ({100 * p['hf']:.1f}%)"]
+        if s["dead"]:
+            parts.append(f"{s['dead']} dead")
+        if s["saturated"]:
+            parts.append(f"{s['saturated']} saturated")
+        return ", ".join(x for x in parts if x)
+
+
+def assess(model, icons: Sequence, targets: Sequence | None = None, *, photo_size: int = 224) -> IconQuality:
+    """Measure a set of icons of ``model``: see the module docstring for each figure.
+
+    ``icons``: :class:`~blocklens.store.Icon` objects (their metadata names the target), or images
+    ((H, W, 3) uint8 arrays / PIL images of one size) with ``targets`` (target strings or
+    :class:`~blocklens.optvis.targets.Target`) in the same order.
+    """
+    from .optvis.targets import parse_target
+
+    if not len(icons):
+        raise BlocklensError("assess() needs at least one icon")
+    if targets is None:
+        try:
+            targets = [icon.meta["target"] for icon in icons]
+        except (AttributeError, KeyError):
+            raise BlocklensError("pass targets= when the icons are plain images (store icons name their target)")
+        images = [icon.image for icon in icons]
+    else:
+        images = [getattr(im, "image", im) for im in icons]
+    if len(targets) != len(icons):
+        raise BlocklensError(f"{len(icons)} icons but {len(targets)} targets")
+    parsed = [parse_target(model, t) for t in targets]
+    pix = _as_float_images(images)
+    x = torch.from_numpy(pix).permute(0, 3, 1, 2).float()
+    table = _unit_values(model, parsed, x)            # (N icons, N units)
+    n = len(parsed)
+    own = np.diag(table).copy()
+    if n > 1:
+        others = np.where(np.eye(n, dtype=bool), -np.inf, table).max(0)
+    else:
+        others = np.full(1, -np.inf)
+    specific = own > others
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margin = np.where(others > 0, own / others, np.inf)
+    photo_vals = _unit_values(model, parsed, _photo_batch(photo_size))   # (photos, N units)
+    best_photo = photo_vals.max(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        strength = np.where(best_photo > 0, own / best_photo, np.nan)
+    spread = np.maximum(np.ptp(photo_vals, 0), np.ptp(table, 0))
+    dead = spread <= DEAD_TOLERANCE * np.maximum(1.0, np.abs(photo_vals).max(0))
+    saturated = np.zeros(n, dtype=bool)
+    caps = _caps(model, parsed)
+    if any(c is not None for c in caps):
+        layers = sorted({t.layer for t, c in zip(parsed, caps) if c is not None})
+        with torch.no_grad():
+            acts = model.activations(model.input_from_rgb(x.to(model.device)), layers)
+        for j, (t, cap) in enumerate(zip(parsed, caps)):
+            if cap is not None and t.kind in ("channel", "neuron"):
+                a = acts[t.layer][j, t.index]
+                saturated[j] = bool((a >= cap - 1e-4).float().mean() > 0.5)
+    specific &= ~dead
+    return IconQuality([t.label for t in parsed], specific, margin, own, best_photo, strength, dead, saturated,
+                       image_stats(images), photo_stats(pix.shape[1]))
+
+
+def transferability(judge, classes: Sequence, images: Sequence, *, views: int = 8, seed: int = 0,
+                    size: int | None = None) -> dict[str, Any]:
+    """How often ``judge`` (another model) puts each class render's class first over jittered views.
+
+    ``classes``: class names or indices of ``judge``'s labels, one per image. Each view is the render through
+    the standard transforms (pad, jitter, scale, rotate), resized to ``size`` (default: 224). Returns
+    ``{"hits": [per class], "views": views, "rate": fraction of all views}``.
+    """
+    from .optvis.transforms import standard_transforms
+
+    if len(classes) != len(images):
+        raise BlocklensError(f"{len(images)} renders but {len(classes)} classes")
+    size = size or 224
+    tf = standard_transforms()
+    gen = torch.Generator().manual_seed(seed)
+    pix = torch.from_numpy(_as_float_images([getattr(im, "image", im) for im in images])).permute(0, 3, 1, 2).float()
+    hits = []
+    for cls, img in zip(classes, pix):
+        idx = judge.class_index(cls)
+        batch = torch.cat([torch.nn.functional.interpolate(tf(img[None], generator=gen), size=(size, size),
+                                                           mode="bilinear", align_corners=False, antialias=True)
+                           for _ in range(views)])
+        with torch.no_grad():
+            top1 = judge(judge.input_from_rgb(batch.to(judge.device))).argmax(1).cpu()
+        hits.append(int((top1 == idx).sum()))
+    return {"hits": hits, "views": views, "rate": sum(hits) / (views * len(hits))}
