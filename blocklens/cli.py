@@ -131,10 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_vis)
 
-    from . import cli_interfaces, cli_store
+    from . import cli_atlas, cli_interfaces, cli_store
 
     cli_interfaces.add_commands(sub, _add_model)  # explain, serve
     cli_store.add_commands(sub, _add_model)  # precompute, store info|verify|export
+    cli_atlas.add_commands(sub, _add_model)  # index, atlas
     return parser
 
 
