@@ -332,7 +332,7 @@ def run_chunk(job: IndexJob) -> dict:
 # ---------------------------------------------------------------------------------------------- receptive field
 
 
-def receptive_field(model, layer: str, trials: int = 2, mass: float = 0.95) -> dict:
+def receptive_field(model, layer: str, trials: int = 2, mass: float = 0.8) -> dict:
     """The input footprint of one position of ``layer``: the gradient of its centre position's summed
     activation on random inputs. Returns ``size`` (the side in input pixels of the smallest square around the
     position's centre that holds ``mass`` of the gradient's absolute mass: the effective receptive field),
