@@ -48,12 +48,18 @@ def umap_layout(vectors: np.ndarray, n_neighbors: int = 20, min_dist: float = 0.
                              "or more samples per image with blocklens index --samples N)")
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # n_jobs overridden by random_state, etc.
-        reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(int(n_neighbors), n - 1)),
-                            min_dist=float(min_dist), metric="cosine", random_state=int(seed),
-                            init="spectral" if n > 20 else "random")
-        return np.asarray(reducer.fit_transform(np.asarray(vectors, np.float32)), np.float64)
+    import torch
+
+    threads = torch.get_num_threads()  # umap's OpenMP use changes torch's thread count: put it back after
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # n_jobs overridden by random_state, etc.
+            reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(int(n_neighbors), n - 1)),
+                                min_dist=float(min_dist), metric="cosine", random_state=int(seed),
+                                init="spectral" if n > 20 else "random")
+            return np.asarray(reducer.fit_transform(np.asarray(vectors, np.float32)), np.float64)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def whitening(vectors: np.ndarray, eps: float = 0.01) -> np.ndarray:
