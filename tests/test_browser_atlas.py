@@ -52,7 +52,8 @@ def test_report_icon_hover_shows_its_dataset_examples(page, console, tiny_explan
     from blocklens.web.report import examples_data
 
     expl, store = tiny_explanation
-    idx = bl.build_index(photos, lite0, [lr.layer for lr in expl.layers], store=store, k=5, classes=0, progress=False)
+    idx = bl.build_index(photos, lite0, [lr.layer for lr in expl.layers], store=tmp_path / "ix", k=5, classes=0,
+                         progress=False)  # not in the app's store: the other app tests expect no index there
     examples = examples_data(lite0, expl, idx, k=5)
     assert examples
     path = expl.save_html(tmp_path / "report.html", examples=examples)
@@ -77,3 +78,38 @@ def test_report_icon_hover_shows_its_dataset_examples(page, console, tiny_explan
     expect(tip).to_be_visible()
     page.keyboard.press("Escape")
     expect(tip).to_be_hidden()
+
+
+@pytest.fixture
+def app_index(live_server, photos, lite0):
+    """An index of the photos in the live app's store, removed afterwards (the other app tests expect none)."""
+    import shutil
+
+    idx = bl.build_index(photos, lite0, ["blocks.7", "blocks.11"], store=live_server.store, k=4, samples=12,
+                         classes=2, progress=False)
+    yield idx
+    shutil.rmtree(idx.store.root / "index", ignore_errors=True)
+
+
+def test_app_icon_examples_and_atlas(page, console, live_server, app_index, lite0):
+    import httpx
+
+    assert [i["key"] for i in httpx.get(live_server.url + "/api/indexes").json()] == [app_index.key]
+    page.goto(live_server.url)
+    page.wait_for_selector("#blocklens[data-ready]")
+    expect(page.locator("#atlases")).to_be_visible(timeout=30000)
+    icon = page.locator('#blocklens img.icon.has-examples').first
+    icon.scroll_into_view_if_needed()
+    icon.hover()
+    tip = page.get_by_test_id("examples-tip")
+    expect(tip).to_be_visible(timeout=30000)
+    expect(tip.locator(".ex-row").first.locator("img")).to_have_count(4)
+    layer, unit = tip.get_attribute("data-unit").rsplit(":", 1)
+    want = bl.dataset_examples(lite0, layer, int(unit), app_index, k=4)
+    expect(tip.locator(".ex-row").first.locator("img").first).to_have_attribute("alt", want.top[0].path)
+    page.mouse.move(5, 5)
+    page.locator('button[data-atlas$=":blocks.11"]').click()
+    expect(page.locator("#atlases .atlas-cell").first).to_be_visible(timeout=120000)
+    page.locator("#atlases .atlas-cell").first.hover()
+    expect(page.locator("#atlases [data-testid=atlas-info] .atlas-class").first).to_be_visible()
+    shot(page.locator("#atlases"), "app-atlas")

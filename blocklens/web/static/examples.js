@@ -16,13 +16,19 @@ export function examplesPanel(ex, title) {
     (ex.bottom && ex.bottom.length) ? row(ex.bottom, "bottom") : null);
 }
 
-export function attachExamples(root, examples) {
-  const tip = el("div", { class: "ex-tip", hidden: true, "data-testid": "examples-tip" });
+// `examples`: icon key -> examples (the report's page document); `fetcher` (the app): an object with
+// has(key) and get(key) -> Promise of examples, asked when the map lacks a key. Safe to call again on the same
+// root (a new explanation): the listeners are installed once and read the latest map.
+export function attachExamples(root, examples, fetcher = null) {
+  const st = root.__examples || (root.__examples = { pinned: null, hovered: null, tip: null });
+  st.examples = { ...(examples || {}) };
+  st.fetcher = fetcher;
+  const known = (key) => !!key && (key in st.examples || (st.fetcher && st.fetcher.has(key)));
+  for (const img of root.querySelectorAll("img.icon")) img.classList.toggle("has-examples", known(img.dataset.icon));
+  if (st.tip) return st.tip;
+  const tip = st.tip = el("div", { class: "ex-tip", hidden: true, "data-testid": "examples-tip" });
   document.body.append(tip);
-  let pinned = null;
-  const show = (img) => {
-    const ex = examples[img.dataset.icon];
-    if (!ex) return;
+  const place = (img, ex) => {
     tip.replaceChildren(examplesPanel(ex));
     tip.dataset.unit = `${ex.layer}:${ex.unit}`;
     const r = img.getBoundingClientRect();
@@ -30,21 +36,35 @@ export function attachExamples(root, examples) {
     tip.style.top = `${Math.round(window.scrollY + r.top)}px`;
     tip.hidden = false;
   };
+  const show = (img) => {
+    const key = img.dataset.icon;
+    if (st.examples[key]) { place(img, st.examples[key]); return; }
+    if (!st.fetcher || !st.fetcher.has(key)) return;
+    st.fetcher.get(key).then((ex) => {
+      if (!ex) return;
+      st.examples[key] = ex;
+      if (st.hovered === img || st.pinned === img) place(img, ex);
+    }).catch(() => {});
+  };
+  const iconOf = (ev) => (ev.target.closest ? ev.target.closest("img.icon") : null);
   root.addEventListener("mouseover", (ev) => {
-    const img = ev.target.closest ? ev.target.closest("img.icon") : null;
-    if (img && !pinned) show(img);
+    const img = iconOf(ev);
+    if (!img) return;
+    st.hovered = img;
+    if (!st.pinned) show(img);
   });
   root.addEventListener("mouseout", (ev) => {
-    const img = ev.target.closest ? ev.target.closest("img.icon") : null;
-    if (img && !pinned) tip.hidden = true;
+    const img = iconOf(ev);
+    if (!img) return;
+    st.hovered = null;
+    if (!st.pinned) tip.hidden = true;
   });
   root.addEventListener("click", (ev) => {
-    const img = ev.target.closest ? ev.target.closest("img.icon") : null;
-    if (!img || !examples[img.dataset.icon]) return;
-    pinned = pinned === img ? null : img;
-    if (pinned) show(img); else tip.hidden = true;
+    const img = iconOf(ev);
+    if (!img || !known(img.dataset.icon)) return;
+    st.pinned = st.pinned === img ? null : img;
+    if (st.pinned) show(img); else tip.hidden = true;
   });
-  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") { pinned = null; tip.hidden = true; } });
-  for (const img of root.querySelectorAll("img.icon")) if (examples[img.dataset.icon]) img.classList.add("has-examples");
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") { st.pinned = null; tip.hidden = true; } });
   return tip;
 }
