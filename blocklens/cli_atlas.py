@@ -72,6 +72,8 @@ def add_commands(sub, add_model) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default auto)")
     p.add_argument("--ray", metavar="ADDRESS", help="run the chunks as Ray tasks (pip install 'blocklens[ray]'): "
                    "auto, ray://HOST:10001, HOST:6379, or local")
+    p.add_argument("--gpus-per-task", type=float, default=0, metavar="N", help="GPUs Ray reserves per chunk "
+                   "(default 0; 1 with --device cuda)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the finished index's summary as JSON")
     p.set_defaults(func=cmd_index)
@@ -124,7 +126,8 @@ def index_from_args(args, layers, model=None):
                        store=_open_store(args), k=args.k, samples=args.samples, seed=args.index_seed,
                        classes=args.classes, chunk=args.chunk, workers=getattr(args, "workers", 0),
                        threads=getattr(args, "threads", None), device=getattr(args, "device", None),
-                       ray=getattr(args, "ray", None), progress=False if args.no_progress else None,
+                       ray=getattr(args, "ray", None), gpus_per_task=getattr(args, "gpus_per_task", 0) or 0,
+                       progress=False if args.no_progress else None,
                        weights=args.weights, log=_log(args))
 
 

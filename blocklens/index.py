@@ -587,7 +587,7 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
                 *, store: IconStore | str | os.PathLike | None = None, storage_options: dict | None = None,
                 k: int = 16, samples: int = 1, seed: int = 0, classes: int = 5, chunk: int = 32,
                 workers: int = 0, threads: int | None = None, device: str | None = None, ray: str | None = None,
-                ray_init: dict | None = None, progress: bool | None = None, loader: Callable[[], Any] | None = None,
+                ray_init: dict | None = None, gpus_per_task: float = 0, progress: bool | None = None, loader: Callable[[], Any] | None = None,
                 weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
                 stop_after: int | None = None) -> ActivationIndex:
     """Index ``folder`` (see the module docstring) and return the finished :class:`ActivationIndex`.
@@ -597,7 +597,8 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
     images kept per unit; ``samples``: random positions per image kept for the atlas; ``seed``: their draw;
     ``classes``: top predicted classes whose attribution each sample records (0: none; each costs one
     backward pass); ``chunk``: images per shard. ``workers``: local processes (0: this process); ``ray``: as
-    for precompute (``"auto"``, an address or ``"local"``). ``stop_after``: stop after that many chunks
+    for precompute (``"auto"``, an address or ``"local"``; ``gpus_per_task`` GPUs reserved per chunk, 1 by default
+    with ``device="cuda"``). ``stop_after``: stop after that many chunks
     (testing; returns None). A finished index is returned at once; a partial one resumes.
     """
     from .models import load_model
@@ -615,6 +616,8 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
                              f"included; {ignored} other file(s) ignored)")
     remote = ray is not None or workers > 0
     weights = str(weights) if weights is not None else None
+    if ray is not None and device == "cuda" and not gpus_per_task:
+        gpus_per_task = 1  # Ray shows a task only the GPUs it reserved
     if isinstance(model, str):
         spec = model
         model = loader() if loader is not None else load_model(model, weights=weights,
@@ -677,7 +680,7 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
         if not jobs:
             pass
         elif ray is not None:
-            _run_ray(jobs, ray, threads, 0, on_result, on_error, ray_init, fn=run_chunk)
+            _run_ray(jobs, ray, threads, gpus_per_task, on_result, on_error, ray_init, fn=run_chunk)
         elif workers > 0:
             _run_local(jobs, workers, threads, device, on_result, on_error, fn=run_chunk)
         else:
@@ -702,7 +705,9 @@ def _finish(store, key, model, root, images, ignored, fkey, names, infos, opts, 
     for c in range(n_chunks):
         data = store._read_rel(_shard_rel(key, c))
         if data is None:
-            raise BlocklensError(f"index {key}: shard {c} vanished from {store.url} before the merge; run again")
+            raise BlocklensError(f"index {key}: the shard of chunk {c} is not in {store.url} although its worker finished: "
+                                 "with Ray on several machines the store must be one they all reach (an object store "
+                                 "URL, or a network folder mounted at the same path); else run again")
         shards.append(_npz_load(data))
     skipped: dict[str, str] = {}
     for s in shards:

@@ -1,0 +1,51 @@
+"""Make docs/atlas_blocks.11.png (and its HTML page, not committed): an activation atlas of the bundled photos.
+
+Six photos give six points at one sample per image, too few for a map, so the folder is the 6 bundled photos
+plus 90 mirrored, cropped and rotated copies (bench/bench_index.py's ``make_images``: 96 images), and the index
+keeps 8 random non-edge positions per image (768 activation vectors of blocks.11, a 7x7 grid). Icons: 80 px,
+192 steps. Run: OMP_NUM_THREADS=1 python docs/atlas.py [--store DIR]
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "bench"))
+
+import blocklens as bl  # noqa: E402
+from bench_index import make_images  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--store", default=None, help="icon store (default: the default store)")
+    ap.add_argument("--layer", default="blocks.11")
+    ap.add_argument("--grid", type=int, default=10)
+    ap.add_argument("--html", default=None, help="also write the atlas page here")
+    args = ap.parse_args()
+    folder = Path(tempfile.gettempdir()) / "blocklens-docs-atlas-images"
+    folder.mkdir(exist_ok=True)
+    if len(list(folder.glob("*.jpg"))) != 96:
+        make_images(folder, 96)
+    model = bl.load_model("efficientnet_lite0")
+    t = time.time()
+    idx = bl.build_index(folder, model, [args.layer], store=args.store, samples=8, log=print)
+    print(f"index {idx.key}: {time.time() - t:.1f} s")
+    t = time.time()
+    atlas = bl.activation_atlas(model, args.layer, idx, grid=args.grid, min_points=4, store=args.store, size=80,
+                                steps=192, progress=True)
+    print(f"atlas: {len(atlas.cells)} cells of {args.grid}x{args.grid} from {atlas.points} samples, {time.time() - t:.1f} s")
+    out = HERE / f"atlas_{args.layer}.png"
+    atlas.to_pil(80).save(out)
+    print(out)
+    for c in sorted(atlas.cells, key=lambda c: -c.count)[:8]:
+        print(f"  cell ({c.row},{c.col}) {c.count:3d} samples: "
+              + ", ".join(f"{lab} {ev:+.3f}" for _, lab, ev in c.classes[:3]))
+    if args.html:
+        print(atlas.save_html(args.html))
+
+
+if __name__ == "__main__":
+    main()
