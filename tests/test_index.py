@@ -225,3 +225,21 @@ def test_cli_index_json(folder, index, capsys):
     assert got["key"] == index.key and got["skipped"] == 1 and "broken.jpg" in got["skipped_files"]
     assert main(["index", "--no-progress"]) == 2
     assert "FOLDER, or --bundled" in capsys.readouterr().err
+
+
+def test_ray_tasks_give_the_same_index(folder, index, tmp_path):
+    """Chunks as Ray tasks (a local cluster of 2 CPUs): the workers write their shards to the store."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        on_ray = build_index(folder, "efficientnet_lite0", LAYERS, store=tmp_path / "ray", k=5, chunk=4, classes=2,
+                             ray="auto", threads=1, progress=False)
+    finally:
+        ray.shutdown()
+    assert on_ray.key == index.key
+    a, b = _arrays(on_ray), _arrays(index)
+    for k in a:
+        if a[k].dtype.kind == "f":
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
+        else:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
