@@ -1,4 +1,4 @@
-"""Make docs/atlas_blocks.11.png (and its HTML page, not committed): an activation atlas of the bundled photos.
+"""Make docs/atlas_blocks.11.png (and, with --screenshot, docs/ui_atlas.png: its page with a cell hovered): an activation atlas of the bundled photos.
 
 Six photos give six points at one sample per image, too few for a map, so the folder is the 6 bundled photos
 plus 90 mirrored, cropped and rotated copies (bench/bench_index.py's ``make_images``: 96 images), and the index
@@ -24,6 +24,8 @@ def main():
     ap.add_argument("--layer", default="blocks.11")
     ap.add_argument("--grid", type=int, default=10)
     ap.add_argument("--html", default=None, help="also write the atlas page here")
+    ap.add_argument("--screenshot", action="store_true", help="also docs/ui_atlas.png: the page in chromium, the "
+                    "largest cell hovered")
     args = ap.parse_args()
     folder = Path(tempfile.gettempdir()) / "blocklens-docs-atlas-images"
     folder.mkdir(exist_ok=True)
@@ -43,8 +45,22 @@ def main():
     for c in sorted(atlas.cells, key=lambda c: -c.count)[:8]:
         print(f"  cell ({c.row},{c.col}) {c.count:3d} samples: "
               + ", ".join(f"{lab} {ev:+.3f}" for _, lab, ev in c.classes[:3]))
-    if args.html:
-        print(atlas.save_html(args.html))
+    if args.html or args.screenshot:
+        page_path = Path(args.html or Path(tempfile.mkdtemp()) / "atlas.html")
+        print(atlas.save_html(page_path))
+    if args.screenshot:
+        from playwright.sync_api import sync_playwright
+
+        big = max(atlas.cells, key=lambda c: c.count)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(page_path.resolve().as_uri())
+            page.wait_for_selector("#blocklens[data-ready]")
+            page.locator(f'.atlas-cell[data-row="{big.row}"][data-col="{big.col}"]').hover()
+            page.locator("#atlas").screenshot(path=str(HERE / "ui_atlas.png"))
+            browser.close()
+        print(HERE / "ui_atlas.png")
 
 
 if __name__ == "__main__":

@@ -243,3 +243,25 @@ def test_ray_tasks_give_the_same_index(folder, index, tmp_path):
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
         else:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_chunks_do_not_keep_their_autograd_graphs(lite0, folder):
+    """Each chunk's graph (for the attributions) is freed: the live tensors do not grow chunk after chunk."""
+    import gc
+    import warnings
+
+    from blocklens.index import compute_chunk
+
+    names = ["chelsea.png", "coffee.png", "dog.png", "giraffe.png"]
+
+    def live():
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    compute_chunk(lite0, folder, names, [0, 1, 2, 3], LAYERS, 3, 1, 0, 2)
+    before = live()
+    for _ in range(2):
+        compute_chunk(lite0, folder, names, [0, 1, 2, 3], LAYERS, 3, 1, 0, 2)
+    assert live() <= before
