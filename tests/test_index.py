@@ -265,3 +265,4 @@ def test_chunks_do_not_keep_their_autograd_graphs(lite0, folder):
     for _ in range(2):
         compute_chunk(lite0, folder, names, [0, 1, 2, 3], LAYERS, 3, 1, 0, 2)
     assert live() <= before
+
