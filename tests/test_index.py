@@ -266,3 +266,14 @@ def test_chunks_do_not_keep_their_autograd_graphs(lite0, folder):
         compute_chunk(lite0, folder, names, [0, 1, 2, 3], LAYERS, 3, 1, 0, 2)
     assert live() <= before
 
+
+
+def test_an_fsspec_store_holds_the_same_index(folder, index):
+    store = bl.IconStore("memory://blocklens-index-test")
+    mem = build_index(folder, "efficientnet_lite0", LAYERS, store=store, k=5, chunk=4, classes=2, progress=False)
+    assert mem.key == index.key and mem.store.url.startswith("memory://")
+    again = load_index(mem.key, store=store)
+    a, b = _arrays(again), _arrays(index)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
+    assert [i.key for i in bl.index.list_indexes(store)] == [mem.key]
