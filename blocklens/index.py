@@ -89,18 +89,26 @@ def _file_sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def folder_key(folder: str | os.PathLike, images: Sequence[str] | None = None) -> str:
-    """sha256 (hex, 16 characters) over every image file's relative path and content sha256, in order."""
+def folder_digests(folder: str | os.PathLike, images: Sequence[str] | None = None) -> tuple[str, list[str]]:
+    """The folder's content key, sha256 (hex, 16 characters) over every image file's relative path and content
+    sha256 in order, and those file digests."""
     root = Path(folder).expanduser()
     images = folder_images(root)[0] if images is None else images
     h = hashlib.sha256()
+    digests = []
     for rel in images:
         try:
             digest = _file_sha(root / rel)
         except OSError as e:  # an unreadable file still keys the folder (its reason is recorded later)
             digest = f"unreadable:{type(e).__name__}"
+        digests.append(digest)
         h.update(json.dumps([rel, digest]).encode())
-    return h.hexdigest()[:16]
+    return h.hexdigest()[:16], digests
+
+
+def folder_key(folder: str | os.PathLike, images: Sequence[str] | None = None) -> str:
+    """sha256 (hex, 16 characters) over every image file's relative path and content sha256, in order."""
+    return folder_digests(folder, images)[0]
 
 
 def _preprocessing(model) -> dict:
@@ -640,7 +648,7 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
     infos = [model.layer(n) for n in layers]
     names = [i.name for i in infos]
     store = _open_store(store, storage_options)
-    fkey = folder_key(root, images)
+    fkey, digests = folder_digests(root, images)
     opts = _options(k, samples, seed, classes, chunk)
     key = index_key(model.fingerprint, names, fkey, _preprocessing(model), opts)
     manifest_rel = f"{INDEX_DIR}/{key}/manifest.json"
@@ -703,10 +711,11 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
         raise BlocklensError(f"{len(errors)} chunk(s) of the index failed (run again to retry them): " + "; ".join(errors))
     if stop_after is not None and len(todo) > stop_after:
         return None
-    return _finish(store, key, model, root, images, ignored, fkey, names, infos, opts, len(chunks), say)
+    return _finish(store, key, model, root, images, digests, ignored, fkey, names, infos, opts, len(chunks), say)
 
 
-def _finish(store, key, model, root, images, ignored, fkey, names, infos, opts, n_chunks, say) -> ActivationIndex:
+def _finish(store, key, model, root, images, digests, ignored, fkey, names, infos, opts, n_chunks,
+            say) -> ActivationIndex:
     shards = []
     for c in range(n_chunks):
         data = store._read_rel(_shard_rel(key, c))
@@ -737,7 +746,7 @@ def _finish(store, key, model, root, images, ignored, fkey, names, infos, opts, 
                 pprob[s["ids"], :s["pred_prob"].shape[1]] = s["pred_prob"]
         store._write_rel(f"{INDEX_DIR}/{key}/predictions.npz", _npz_bytes({"pred_idx": pidx, "pred_prob": pprob}))
     manifest = {"version": INDEX_VERSION, "key": key, "model": model.name, "fingerprint": model.fingerprint,
-                "folder": str(root), "folder_key": fkey, "images": images, "skipped": skipped, "ignored": ignored,
+                "folder": str(root), "folder_key": fkey, "images": images, "sha256": digests, "skipped": skipped, "ignored": ignored,
                 "layers": names, "layer_info": layer_info, "options": opts, "preprocessing": _preprocessing(model),
                 "input_size": model.input_size,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

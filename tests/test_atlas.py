@@ -144,3 +144,15 @@ def test_cli_atlas_and_vis_examples(folder, tmp_path, capsys):
     assert (tmp_path / "v" / "blocks.11-3.examples.png").exists() and len(row["examples"]["top"]) == 8
     assert main(["atlas", "--layer", "blocks.11", "--no-progress"]) == 2
     assert "FOLDER, or --bundled" in capsys.readouterr().err
+
+
+def test_a_file_changed_since_indexing_is_refused(tmp_path, lite0):
+    from PIL import Image
+
+    folder = make_folder(tmp_path / "p", copies=0)
+    idx = bl.build_index(folder, lite0, ["blocks.11"], store=tmp_path / "s", k=2, classes=0, progress=False)
+    L = idx.layer("blocks.11")
+    victim = idx.images[int(L.top_img[0, 0])]
+    Image.new("RGB", (300, 300), (0, 128, 255)).save(folder / victim)
+    with pytest.raises(BlocklensError, match="changed since it was indexed"):
+        bl.dataset_examples(lite0, "blocks.11", 0, idx)

@@ -91,11 +91,17 @@ def patch_box(y: int, x: int, grid: tuple[int, int], input_size: int, side: int)
 
 
 @lru_cache(maxsize=256)
-def _crop_of(path: str, size: int, resize: int) -> Image.Image:
+def _crop_of(path: str, size: int, resize: int, sha: str | None, mtime: float) -> Image.Image:
+    import hashlib
+
     from ..images import load_image
     from ..models.base import resize_and_crop
 
-    return resize_and_crop(load_image(path), size, resize)
+    data = Path(path).read_bytes()
+    if sha is not None and hashlib.sha256(data).hexdigest() != sha:
+        raise BlocklensError(f"{path} has changed since it was indexed: its patches would not be what the index "
+                             "found; index the folder again (blocklens index)")
+    return resize_and_crop(load_image(data), size, resize)
 
 
 def crop_patch(model, index, image: int, y: int, x: int, layer: str) -> tuple[np.ndarray, tuple]:
@@ -106,7 +112,9 @@ def crop_patch(model, index, image: int, y: int, x: int, layer: str) -> tuple[np
     if not Path(path).exists():
         raise BlocklensError(f"image {index.images[image]!r} of index {index.key} is no longer in {index.folder}; "
                              "dataset examples crop the original files")
-    crop = _crop_of(str(path), model.input_size, model.resize)
+    shas = index.manifest.get("sha256")
+    crop = _crop_of(str(path), model.input_size, model.resize, shas[image] if shas else None,
+                    Path(path).stat().st_mtime)
     grid = tuple(rf.get("grid") or info["shape"][1:3])
     box = patch_box(int(y), int(x), grid, model.input_size, int(rf["size"]))
     return np.asarray(crop.crop(box).convert("RGB")), box
