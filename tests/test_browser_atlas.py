@@ -3,7 +3,7 @@ import pytest
 from playwright.sync_api import expect
 
 import blocklens as bl
-from test_browser import CHROMIUM, SHOTS, browser_context_args, browser_type_launch_args, console, pytestmark, shot  # noqa: F401
+from test_browser import browser_context_args, browser_type_launch_args, console, pytestmark, shot  # noqa: F401 (fixtures, marks)
 from test_index import make_folder
 
 pytest.importorskip("umap")

@@ -19,8 +19,6 @@ cell then gets:
 """
 from __future__ import annotations
 
-import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -228,8 +226,9 @@ def activation_atlas(model, layer: str, index, grid: int = 20, *, min_points: in
     name = model.layer(layer).name
     L = index.layer(name)
     if "s_vec" not in L.arrays or not len(L.samples):
-        raise BlocklensError(f"index {index.key} sampled no activation vectors of {name!r} (it was built with "
-                             "samples=0): build it with blocklens index --samples 1 or more")
+        why = ("it has no positions" if not L.info.get("spatial", True)
+               else "the index was built with samples=0: build it with blocklens index --samples 1 or more")
+        raise BlocklensError(f"index {index.key} sampled no activation vectors of {name!r}: {why}")
     if grid < 1:
         raise BlocklensError(f"grid must be at least 1, got {grid}")
     vecs = L.samples.astype(np.float64)
