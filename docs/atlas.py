@@ -24,6 +24,8 @@ def main():
     ap.add_argument("--layer", default="blocks.11")
     ap.add_argument("--grid", type=int, default=10)
     ap.add_argument("--html", default=None, help="also write the atlas page here")
+    ap.add_argument("--units", default="", help="also docs/examples_LAYER.png: for these channels (e.g. 3,17,40), "
+                    "the icon beside its top and bottom dataset examples")
     ap.add_argument("--screenshot", action="store_true", help="also docs/ui_atlas.png: the page in chromium, the "
                     "largest cell hovered")
     args = ap.parse_args()
@@ -45,6 +47,25 @@ def main():
     for c in sorted(atlas.cells, key=lambda c: -c.count)[:8]:
         print(f"  cell ({c.row},{c.col}) {c.count:3d} samples: "
               + ", ".join(f"{lab} {ev:+.3f}" for _, lab, ev in c.classes[:3]))
+    if args.units:
+        from PIL import Image, ImageDraw
+
+        units = [int(u) for u in args.units.split(",")]
+        icons = bl.icons(model, args.layer, units, store=args.store, size=80, steps=192)
+        px, k = 80, 6
+        sheet = Image.new("RGB", ((1 + 2 * k) * (px + 4) + 24, len(units) * (px + 4) + 18), "white")
+        draw = ImageDraw.Draw(sheet)
+        draw.text((2, 2), f"{args.layer}: icon | top {k} patches | bottom {k} patches (96 images)", fill="black")
+        for r, (u, icon) in enumerate(zip(units, icons)):
+            ex = bl.dataset_examples(model, args.layer, u, idx, k=k)
+            y = 16 + r * (px + 4)
+            sheet.paste(icon.to_pil().convert("RGB").resize((px, px)), (0, y))
+            for j, e in enumerate(ex.top + ex.bottom):
+                x = (1 + j) * (px + 4) + (12 if j >= k else 6)
+                sheet.paste(Image.fromarray(e.patch).resize((px, px), Image.BILINEAR), (x, y))
+        out = HERE / f"examples_{args.layer}.png"
+        sheet.save(out)
+        print(out)
     if args.html or args.screenshot:
         page_path = Path(args.html or Path(tempfile.mkdtemp()) / "atlas.html")
         print(atlas.save_html(page_path))
