@@ -156,3 +156,27 @@ def test_a_file_changed_since_indexing_is_refused(tmp_path, lite0):
     Image.new("RGB", (300, 300), (0, 128, 255)).save(folder / victim)
     with pytest.raises(BlocklensError, match="changed since it was indexed"):
         bl.dataset_examples(lite0, "blocks.11", 0, idx)
+
+
+def test_cli_explain_examples_puts_them_in_the_report(tiny_explanation, folder, tmp_path, capsys, monkeypatch):
+    """explain --examples FOLDER: the report's page document maps each channel icon to its dataset examples."""
+    import re
+    import shutil
+
+    from blocklens.cli import main
+    from conftest import TINY_GRID, TINY_ICONS
+
+    explain_mod = sys.modules["blocklens.explain"]
+    monkeypatch.setitem(explain_mod.PRESETS, "quick", {"icons": TINY_ICONS, "grid": TINY_GRID,
+                                                       "group_counts": explain_mod.PRESETS["default"]["group_counts"]})
+    expl, store = tiny_explanation
+    mine = tmp_path / "store"
+    shutil.copytree(store, mine)  # a copy: the app tests expect no index in the session's store
+    out = tmp_path / "dog.html"
+    assert main(["explain", "dog", "--store", str(mine), "--out", str(out), "--quiet", "--examples", str(folder)]) == 0
+    m = re.search(r'<script type="application/json" id="blocklens-data">(.*?)</script>', out.read_text(), re.S)
+    data = json.loads(m.group(1))
+    shown = {k for lr in expl.layers for k in expl.icon_index[lr.layer]["channels"].values()}
+    assert set(data["examples"]) == shown
+    one = next(iter(data["examples"].values()))
+    assert len(one["top"]) == 6 and one["top"][0]["src"].startswith("data:image/jpeg")
