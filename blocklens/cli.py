@@ -276,15 +276,15 @@ def cmd_vis(args) -> int:
 def _vis_examples(args, model, targets, rows, out: Path) -> None:
     """``vis --examples``: each channel target's dataset examples as ``<slug>.examples.png``."""
     from .analyses.examples import dataset_examples
-    from .index import build_index, load_index
+    from .index import index_for, load_index
 
     layers = list(dict.fromkeys(t.layer for t in targets if t.kind in ("channel", "neuron")))
     if not layers:
         raise BlocklensError("--examples shows a channel's top patches: give a LAYER:CHANNEL target")
     src = Path(args.examples)
     if src.is_dir():
-        index = build_index(src, model, layers, store=args.store, progress=False if args.no_progress else None,
-                            log=lambda m: print(m, file=sys.stderr))
+        index = index_for(src, model, layers, store=args.store, progress=False if args.no_progress else None,
+                          log=lambda m: print(m, file=sys.stderr))
     else:
         index = load_index(args.examples, store=args.store)
     for t, row in zip(targets, rows):

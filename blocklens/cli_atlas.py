@@ -155,8 +155,14 @@ def cmd_atlas(args) -> int:
     layer = model.layer(args.layer).name
     if args.index:
         idx = load_index(args.index, store=_open_store(args))
-    else:
-        idx = index_from_args(args, [layer], model=model)
+    else:  # an index of the folder with this layer and the same sampling (other layers, any k), else a new one
+        try:
+            idx = load_index(_folder_arg(args), model, None, store=_open_store(args), _need=[layer])
+            o = idx.manifest["options"]
+            if (o["samples"], o["classes"], o["seed"]) != (args.samples, args.classes, args.index_seed):
+                raise BlocklensError("that index sampled differently")
+        except BlocklensError:
+            idx = index_from_args(args, [layer], model=model)
     recipe = dict(PRESETS[args.preset]["icons"])
     recipe.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None})
     atlas = activation_atlas(model, layer, idx, grid=args.grid, min_points=args.min_points,

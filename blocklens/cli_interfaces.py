@@ -140,12 +140,12 @@ def cmd_explain(args) -> int:
                      icons=pictures, grids=pictures)
     examples = None
     if getattr(args, "examples", None):
-        from .index import build_index, load_index
+        from .index import index_for, load_index
         from .web.report import examples_data
 
         layers = [lr.layer for lr in result.layers]
         src = Path(args.examples)
-        index = (build_index(src, model, layers, store=args.store, progress=progress) if src.is_dir()
+        index = (index_for(src, model, layers, store=args.store, progress=progress) if src.is_dir()
                  else load_index(args.examples, store=args.store))
         examples = examples_data(model, result, index)
     result.save_html(out, store=IconStore(args.store), examples=examples)  # sprite sheets from a precompute, if any

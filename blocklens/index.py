@@ -46,7 +46,7 @@ import numpy as np
 from .errors import BlocklensError, ImageError
 from .store import IconStore, layer_slug
 
-__all__ = ["ActivationIndex", "LayerIndex", "build_index", "load_index", "list_indexes", "index_key", "folder_key",
+__all__ = ["ActivationIndex", "LayerIndex", "build_index", "load_index", "index_for", "list_indexes", "index_key", "folder_key",
            "folder_images", "receptive_field", "IMAGE_EXTENSIONS", "INDEX_VERSION"]
 
 #: Bumped whenever what a shard holds or how it is computed changes.
@@ -549,7 +549,8 @@ def list_indexes(store: IconStore | str | None = None) -> list[ActivationIndex]:
 
 
 def load_index(source: str | os.PathLike | ActivationIndex, model=None, layers: Sequence[str] | None = None, *,
-               store: IconStore | str | None = None, storage_options: dict | None = None, **options) -> ActivationIndex:
+               store: IconStore | str | None = None, storage_options: dict | None = None, _need=None,
+               **options) -> ActivationIndex:
     """An index from the store: by its key (16 hex), or for a folder (with the ``model`` and ``layers`` and
     options it was built with, as for :func:`build_index`; without ``layers``: the newest index of that model
     over that folder's current content). Raises :class:`BlocklensError` saying how to build it when absent."""
@@ -576,14 +577,25 @@ def load_index(source: str | os.PathLike | ActivationIndex, model=None, layers: 
         m = st._read_json(f"{INDEX_DIR}/{key}/manifest.json")
         if m is not None:
             return ActivationIndex(st, key, m)
+    need = layers if layers is not None else _need
     for idx in list_indexes(st):
         if idx.manifest.get("folder_key") == fkey and (fp is None or idx.fingerprint == fp) and (
-                layers is None or all((model.layer(n).name if model else n) in idx.layers for n in layers)):
+                need is None or all((model.layer(n).name if model else n) in idx.layers for n in need)):
             return idx
     raise BlocklensError(f"no finished index of {folder} (its current content) "
                          + (f"for model {model.name} " if model is not None else "")
-                         + (f"with layers {', '.join(layers)} " if layers else "")
+                         + (f"with layers {', '.join(need)} " if need else "")
                          + f"in {st.url}: build it with blocklens index {folder}")
+
+
+def index_for(folder: str | os.PathLike, model, layers: Sequence[str], *, store=None, **build) -> "ActivationIndex":
+    """An index of ``folder``'s current content that holds ``layers`` (any options): the newest in the store,
+    else one built now (:func:`build_index` with ``build``), so asking for one layer never re-indexes a folder
+    that an index of several layers already covers."""
+    try:
+        return load_index(folder, model, None, store=store, _need=layers)
+    except BlocklensError:
+        return build_index(folder, model, layers, store=store, **build)
 
 
 def _options(k: int = 16, samples: int = 1, seed: int = 0, classes: int = 5, chunk: int = 32) -> dict:

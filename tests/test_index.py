@@ -132,6 +132,11 @@ def test_index_is_found_again_and_keyed_by_content(index, folder, lite0, tmp_pat
     assert again.key == index.key
     assert load_index(index.key, store=index.store).key == index.key
     assert load_index(folder, lite0, LAYERS, store=index.store, k=5, chunk=4, classes=2).key == index.key
+    # one of its layers: the index that holds it is used, nothing is indexed again
+    from blocklens.index import index_for
+
+    assert index_for(folder, lite0, ["blocks.11"], store=index.store,
+                     log=lambda m: pytest.fail(f"indexed again: {m}")).key == index.key
     # a changed file changes the folder key, so the old index is not served
     other = make_folder(tmp_path / "other", copies=0)
     k1 = folder_key(other)
