@@ -115,6 +115,7 @@ def test_atlas_json_html_and_png(atlas, tmp_path):
     assert "Content-Security-Policy" in html and "mountAtlas" in html and "fetch(" not in html
     img = atlas.to_pil()
     assert img.size == (6 * 32, 6 * 32)
+    assert atlas._repr_html_().startswith('<iframe sandbox="allow-scripts"') and "srcdoc=" in atlas._repr_html_()
 
 
 def test_atlas_errors_name_the_fix(index, lite0, monkeypatch, folder, store):

@@ -165,7 +165,11 @@ class ActivationAtlas:
         return p
 
     def _repr_html_(self) -> str:
-        return self.to_html()
+        """In a notebook: the atlas page in an isolated iframe (its CSP keeps it offline)."""
+        import html
+
+        return (f'<iframe sandbox="allow-scripts" style="width:100%;height:{self.grid * 48 + 160}px;border:0" '
+                f'srcdoc="{html.escape(self.to_html(), quote=True)}"></iframe>')
 
 
 def _atlas_key(model, layer: str, direction: np.ndarray, cossim_pow: float, recipe: dict) -> str:

@@ -66,6 +66,12 @@ class DatasetExamples:
                 "receptive_field": self.receptive_field, "top": [e.to_json(size) for e in self.top],
                 "bottom": [e.to_json(size) for e in self.bottom]}
 
+    def _repr_html_(self) -> str:
+        from ..web.data import png_data_uri
+
+        return (f'<div><b>{self.layer}:{self.unit}</b> dataset examples (top row: highest'
+                + (', bottom row: lowest' if self.bottom else '') + f')<br><img src="{png_data_uri(self.sheet())}"></div>')
+
     def sheet(self, size: int = 64) -> Image.Image:
         """The top patches in one row, the bottom ones (if any) in a second."""
         rows = [r for r in (self.top, self.bottom) if r]
