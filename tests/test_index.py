@@ -232,6 +232,7 @@ def test_cli_index_json(folder, index, capsys):
     assert "FOLDER, or --bundled" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~16 s; the Ray runner itself is covered by test_precompute's Ray test
 def test_ray_tasks_give_the_same_index(folder, index, tmp_path):
     """Chunks as Ray tasks (a local cluster of 2 CPUs): the workers write their shards to the store."""
     ray = pytest.importorskip("ray")
