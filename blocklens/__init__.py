@@ -4,7 +4,9 @@
 >>> model = bl.load_model("efficientnet_lite0")
 >>> model.predict(bl.bundled_image("chelsea"), top=3)        # doctest: +SKIP
 """
+from .analyses.atlas import ActivationAtlas, activation_atlas
 from .analyses.attribution import ChannelAttribution, SpatialAttribution, channel_attribution, spatial_attribution
+from .analyses.examples import DatasetExamples, dataset_examples
 from .analyses.dictionary import SemanticDictionary, semantic_dictionary
 from .analyses.grid import ActivationGrid, activation_grid
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
@@ -12,6 +14,7 @@ from .errors import BlocklensError, CostError
 from .explain import Explanation, explain
 from .iconcache import icons
 from .images import bundled_image, load_image
+from .index import ActivationIndex, build_index, load_index
 from .models import Model, list_models, load_model, wrap
 from .optvis import objectives
 from .optvis.render import render
@@ -19,7 +22,8 @@ from .store import IconStore
 
 __version__ = "0.1.0"
 
-__all__ = ["ActivationGrid", "BlocklensError", "ChannelAttribution", "CostError", "Explanation", "IconStore", "Model",
+__all__ = ["ActivationAtlas", "ActivationGrid", "ActivationIndex", "DatasetExamples", "activation_atlas", "build_index",
+           "dataset_examples", "load_index", "BlocklensError", "ChannelAttribution", "CostError", "Explanation", "IconStore", "Model",
            "NeuronGroups", "SemanticDictionary", "SpatialAttribution", "activation_grid", "bundled_image",
            "channel_attribution", "explain", "group_attribution", "icons", "list_models", "load_image",
            "load_model", "neuron_groups", "objectives", "render", "semantic_dictionary", "spatial_attribution",

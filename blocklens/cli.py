@@ -128,13 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="render without reading or writing the store")
     p.add_argument("--refresh", action="store_true", help="render again and overwrite stored icons")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--examples", metavar="FOLDER_OR_INDEX", help="also each channel's dataset examples: its top "
+                   "(and, for signed layers, bottom) patches over a folder of images (indexed first if needed, see "
+                   "'blocklens index') or an index key; written as TARGET.examples.png")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_vis)
 
-    from . import cli_interfaces, cli_store
+    from . import cli_atlas, cli_interfaces, cli_store
 
     cli_interfaces.add_commands(sub, _add_model)  # explain, serve
     cli_store.add_commands(sub, _add_model)  # precompute, store info|verify|export
+    cli_atlas.add_commands(sub, _add_model)  # index, atlas
     return parser
 
 
@@ -256,6 +260,8 @@ def cmd_vis(args) -> int:
                      "objective": icon.meta.get("objective"), "dead": icon.meta.get("dead", False)})
     if len(got) > 1:
         contact_sheet([i.image for i in got], [t.label for t in targets]).save(out / "sheet.png")
+    if args.examples:
+        _vis_examples(args, model, targets, rows, out)
     if args.json:
         print(json.dumps({"model": model.name, "icons": rows}, indent=2))
     else:
@@ -265,6 +271,34 @@ def cmd_vis(args) -> int:
         if len(got) > 1:
             print(f"{out / 'sheet.png'}  all {len(got)} side by side")
     return 0
+
+
+def _vis_examples(args, model, targets, rows, out: Path) -> None:
+    """``vis --examples``: each channel target's dataset examples as ``<slug>.examples.png``."""
+    from .analyses.examples import dataset_examples
+    from .index import index_for, load_index
+
+    layers = list(dict.fromkeys(t.layer for t in targets if t.kind in ("channel", "neuron")))
+    if not layers:
+        raise BlocklensError("--examples shows a channel's top patches: give a LAYER:CHANNEL target")
+    src = Path(args.examples)
+    if src.is_dir():
+        index = index_for(src, model, layers, store=args.store, progress=False if args.no_progress else None,
+                          log=lambda m: print(m, file=sys.stderr))
+    else:
+        index = load_index(args.examples, store=args.store)
+    for t, row in zip(targets, rows):
+        if t.kind not in ("channel", "neuron"):
+            continue
+        ex = dataset_examples(model, t.layer, t.index, index, k=8)
+        path = out / f"{t.slug}.examples.png"
+        ex.sheet().save(path)
+        row["examples"] = {"file": str(path), "index": index.key,
+                           "top": [{"path": e.path, "x": e.x, "y": e.y, "value": round(e.value, 4)} for e in ex.top],
+                           "bottom": [{"path": e.path, "x": e.x, "y": e.y, "value": round(e.value, 4)}
+                                      for e in ex.bottom]}
+        if not args.json:
+            print(f"{path}  dataset examples of {t.label} over {index.folder} (top row: highest; bottom row: lowest)")
 
 
 def _plain_warnings() -> None:

@@ -43,6 +43,8 @@ def add_commands(sub, add_model) -> None:
     p.add_argument("--classes", "-c", metavar="A,B", help="classes to explain (names or indices, comma-separated); "
                    "the first two are contrasted (default: the top 5 predictions)")
     p.add_argument("--out", "-o", metavar="FILE.html", help="where to write the report (default IMAGE_NAME.blocklens.html)")
+    p.add_argument("--examples", metavar="FOLDER_OR_INDEX", help="dataset examples: hovering (or clicking) a channel's "
+                   "icon shows its top patches over this folder of images (indexed first if needed) or index key")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="icon recipe: quick (56 px, 48 steps; about a minute of pictures on a 2-core CPU), default "
                         "(128 px, 512 steps; for a GPU or a precomputed store) or lucid (Lucid's recipe unchanged). "
@@ -142,7 +144,17 @@ def cmd_explain(args) -> int:
     result = explain(image, model=model, layers=_split(args.layers), classes=_split(args.classes),
                      n_groups=args.groups, preset=preset, store=args.store, progress=progress,
                      icons=pictures, grids=pictures)
-    result.save_html(out, store=IconStore(args.store))  # layer sprite sheets from a precompute, if any
+    examples = None
+    if getattr(args, "examples", None):
+        from .index import index_for, load_index
+        from .web.report import examples_data
+
+        layers = [lr.layer for lr in result.layers]
+        src = Path(args.examples)
+        index = (index_for(src, model, layers, store=args.store, progress=progress) if src.is_dir()
+                 else load_index(args.examples, store=args.store))
+        examples = examples_data(model, result, index)
+    result.save_html(out, store=IconStore(args.store), examples=examples)  # sprite sheets from a precompute, if any
     if args.folder:
         result.save(args.folder)
     elapsed = time.perf_counter() - t0

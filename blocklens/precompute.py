@@ -316,7 +316,10 @@ def _local_devices(device: str | None, workers: int) -> list[str | None]:
     return [device] * workers
 
 
-def _run_local(jobs: list[Job], workers: int, threads: int | None, device: str | None, on_result, on_error) -> None:
+def _run_local(jobs: list, workers: int, threads: int | None, device: str | None, on_result, on_error,
+               fn: Callable = None) -> None:
+    """Run ``fn(job)`` (default :func:`run_batch`) for each job on ``workers`` spawned processes."""
+    fn = fn or run_batch
     ctx = multiprocessing.get_context("spawn")
     devices = ctx.Queue()
     for d in _local_devices(device, workers):
@@ -324,7 +327,7 @@ def _run_local(jobs: list[Job], workers: int, threads: int | None, device: str |
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads, devices, os.getpid()))
     try:
-        futures = {ex.submit(run_batch, job): job for job in jobs}
+        futures = {ex.submit(fn, job): job for job in jobs}
         for fut in as_completed(futures):
             job = futures[fut]
             try:
@@ -339,8 +342,10 @@ def _run_local(jobs: list[Job], workers: int, threads: int | None, device: str |
     ex.shutdown(wait=True)
 
 
-def _run_ray(jobs: list[Job], address: str, threads: int | None, gpus_per_task: float, on_result, on_error,
-             ray_init: dict | None = None) -> None:
+def _run_ray(jobs: list, address: str, threads: int | None, gpus_per_task: float, on_result, on_error,
+             ray_init: dict | None = None, fn: Callable = None) -> None:
+    """Run ``fn(job)`` (default :func:`run_batch`) for each job as a Ray task."""
+    fn = fn or run_batch
     try:
         import ray
     except ImportError:
@@ -355,7 +360,7 @@ def _run_ray(jobs: list[Job], address: str, threads: int | None, gpus_per_task: 
         else:
             ray.init(address=address, **kw)
         started = True
-    task = ray.remote(run_batch).options(num_cpus=threads or 1, num_gpus=gpus_per_task or 0)
+    task = ray.remote(fn).options(num_cpus=threads or 1, num_gpus=gpus_per_task or 0)
     pending = {task.remote(job): job for job in jobs}
     try:
         while pending:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections import Counter
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -484,8 +485,14 @@ class Probe:
         return hook
 
     def _grad_hook(self, name: str):
+        # the hook lives in the autograd graph, which the probe holds (its activations): a strong reference back
+        # to the probe would make a cycle through C++ that Python's gc never frees, keeping the whole graph alive
+        ref = weakref.ref(self)
+
         def hook(g):
-            self.gradients[name] = g
+            probe = ref()
+            if probe is not None:
+                probe.gradients[name] = g
         return hook
 
     # -- running ----------------------------------------------------------------------------------------------

@@ -248,3 +248,20 @@ def test_probe_misuse(model):
     probe = model.probe(["stem.1"])
     with pytest.raises(BlocklensError, match="inside"):
         probe.run(torch.randn(1, 3, 16, 16))
+
+
+def test_a_probe_with_gradients_frees_its_graph(lite0):
+    """Probe(grad=True): once the probe is dropped, its graph goes too (no cycle through the gradient hooks)."""
+    import gc
+    import weakref
+
+    x = torch.zeros(2, 3, 64, 64, requires_grad=True)
+    with lite0.probe(["blocks.3"], grad=True) as p:
+        p.run(x, stop=True)
+        a = p.activations["blocks.3"]
+        a.sum().backward()
+        assert p.gradients["blocks.3"].shape == a.shape
+    ref = weakref.ref(a)
+    del p, a
+    gc.collect()
+    assert ref() is None

@@ -61,16 +61,40 @@ def title_for(expl) -> str:
     return f"blocklens · {top['label']} ({100 * top['prob']:.0f}%) · {expl.model}"
 
 
-def report_html(expl, title: str | None = None, store=None) -> str:
-    """The report as a string (see the module docstring); ``store``: read layer sprite sheets from it."""
-    return page_html(inline_data(expl, store), title or title_for(expl))
+def report_html(expl, title: str | None = None, store=None, examples: dict | None = None) -> str:
+    """The report as a string (see the module docstring); ``store``: read layer sprite sheets from it;
+    ``examples``: icon key -> dataset examples (:func:`examples_data`), shown on hovering (or clicking) an icon."""
+    data = inline_data(expl, store)
+    if examples:
+        data["examples"] = examples
+    return page_html(data, title or title_for(expl))
 
 
-def save_report(expl, path: str | Path, title: str | None = None, store=None) -> Path:
+def save_report(expl, path: str | Path, title: str | None = None, store=None, examples: dict | None = None) -> Path:
     """Write the report; the file is written whole to a temporary name first, then renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(report_html(expl, title, store), encoding="utf-8")
+    tmp.write_text(report_html(expl, title, store, examples), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def examples_data(model, expl, index, k: int = 6, size: int = 56) -> dict:
+    """Icon key -> the dataset examples (:func:`blocklens.dataset_examples`, as JSON with patches inline) of
+    every channel icon the explanation's views show, for the layers ``index`` holds."""
+    from ..analyses.examples import dataset_examples
+
+    out = {}
+    for lr in expl.layers:
+        if lr.layer not in index.layers:
+            continue
+        for c, key in expl.icon_index.get(lr.layer, {}).get("channels", {}).items():
+            out[key] = dataset_examples(model, lr.layer, int(c), index, k=k).to_json(size)
+    return out
+
+
+def atlas_html(atlas, title: str | None = None) -> str:
+    """A self-contained page with the atlas (icons and example patches inline, no network)."""
+    data = atlas.to_json(images=True)
+    return page_html(data, title or f"blocklens · activation atlas · {atlas.layer} · {atlas.model}")

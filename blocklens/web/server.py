@@ -352,6 +352,56 @@ class BlocklensApp:
             raise HTTPError(404, f"the store has no sprite sheet of {layer!r} for recipe {rh}")
         return got[0]
 
+    # -- activation indexes (blocklens index): dataset examples and atlases -----------------------------------
+    def indexes(self) -> list[dict]:
+        """The finished activation indexes in the store (newest first)."""
+        from ..index import list_indexes
+
+        return [i.to_json() for i in list_indexes(self.store)]
+
+    def _index(self, key: str):
+        from ..index import load_index
+
+        if not re.match(r"^[0-9a-f]{16}$", key or ""):
+            raise HTTPError(404, "indexes are addressed by their 16-hex key (see /api/indexes)")
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if key not in cache:
+            cache[key] = load_index(key, store=self.store)
+        idx = cache[key]
+        model, lock = self.model(idx.manifest["model"])
+        idx.check_model(model)
+        return idx, model, lock
+
+    def examples(self, key: str, layer: str, unit: int, k: int = 6) -> dict:
+        """A unit's dataset examples from index ``key``, patches inline (JPEG data URIs)."""
+        from ..analyses.examples import dataset_examples
+
+        idx, model, lock = self._index(key)
+        with lock:
+            return dataset_examples(model, layer, unit, idx, k=max(1, min(int(k), 16))).to_json(56)
+
+    def atlas(self, key: str, layer: str, grid: int | None = None) -> dict:
+        """The activation atlas of ``layer`` over index ``key`` (icons at the app's preset, through the store;
+        the first request renders the missing ones and takes a while), as JSON with pictures inline."""
+        from ..analyses.atlas import activation_atlas
+        from ..explain import PRESETS
+
+        idx, model, lock = self._index(key)
+        if grid is None:  # about 3 samples a cell on average, 4..20 a side
+            n = idx.manifest["layer_info"].get(model.layer(layer).name, {}).get("samples", 0)
+            grid = max(4, min(20, round((n / 3) ** 0.5)))
+        if not 2 <= int(grid) <= 40:
+            raise HTTPError(400, f"grid must be 2..40, got {grid}")
+        cache = self.__dict__.setdefault("_atlas_cache", {})
+        ck = (key, model.layer(layer).name, int(grid))
+        if ck not in cache:
+            recipe = {**PRESETS[self.preset]["icons"], **self.icon_recipe}
+            with lock:
+                atlas = activation_atlas(model, layer, idx, grid=int(grid), store=self.store, progress=False,
+                                         icons=self.render, **{k: v for k, v in recipe.items() if k in ("size", "steps")})
+            cache[ck] = atlas.to_json(images=True)
+        return cache[ck]
+
     def close(self) -> None:
         self._renderer.shutdown(wait=False, cancel_futures=True)
 
@@ -480,6 +530,18 @@ def create_app(state: BlocklensApp | None = None, **kw):
     def sprite(fingerprint: str, layer: str, name: str):
         return Response(state.sprite_png(fingerprint, layer, name), media_type="image/png",
                         headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/indexes")
+    def indexes():
+        return state.indexes()
+
+    @app.get("/api/indexes/{key}/examples")
+    def examples(key: str, layer: str, unit: int, k: int = 6):
+        return state.examples(key, layer, unit, k)
+
+    @app.get("/api/indexes/{key}/atlas")
+    def atlas(key: str, layer: str, grid: int | None = None):
+        return state.atlas(key, layer, grid)
 
     @app.get("/api/icons/{name}")
     def icon(name: str):

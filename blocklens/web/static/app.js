@@ -2,6 +2,7 @@
 // mount the views at once, then follow the render job and fill in icons and grids as they land.
 import { el } from "./util.js";
 import { mountViews } from "./views.js";
+import { linkIndexes } from "./indexes.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { model: null, image: "dog", file: null, models: [], handle: null, poll: null, seq: 0 };
@@ -81,6 +82,7 @@ async function explain() {
       headers: state.file ? { "Content-Type": "application/octet-stream" } : {} });
     if (seq !== state.seq) return;
     state.handle = mountViews($("blocklens"), data);
+    linkIndexes($("blocklens"), data);
     const report = $("report");
     report.href = `api/explanations/${data.id}/report.html`;
     report.hidden = false;

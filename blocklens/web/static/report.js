@@ -1,7 +1,12 @@
 // The report and notebook entry: the page document is inline in <script type="application/json">.
 import { mountViews } from "./views.js";
+import { attachExamples } from "./examples.js";
+import { mountAtlas } from "./atlas.js";
 
 export function mountReport() {
   const data = JSON.parse(document.getElementById("blocklens-data").textContent);
-  mountViews(document.getElementById("blocklens"), data);
+  const root = document.getElementById("blocklens");
+  if (data.kind === "atlas") { mountAtlas(root, data); return; }
+  mountViews(root, data);
+  if (data.examples) attachExamples(root, data.examples);
 }

@@ -1,0 +1,180 @@
+"""Command line for many images: ``index`` (the activation index of a folder) and ``atlas`` (an activation atlas)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .cli import _positive_int
+from .cli_store import _add_store, _nonneg_int, _open_store
+from .errors import BlocklensError
+
+INDEX_EXAMPLES = """\
+examples:
+  blocklens index --bundled                              the bundled photos, the report's layers
+  blocklens index ~/imagenet/val --layers blocks.11 --workers 2
+  blocklens index /data/val --store s3://bucket/blocklens --ray auto
+  blocklens index photos/ --json                         the finished index's summary as JSON
+
+A run that is stopped (Ctrl-C, kill -9) resumes where it stopped when started again: every finished chunk of
+images is a shard in the store. The index is keyed by the model's weights, the layers, the options and the
+folder's content (every file's path and sha256): a changed file makes a new index.
+"""
+
+ATLAS_EXAMPLES = """\
+examples:
+  blocklens atlas --bundled --layer blocks.11 --out atlas.html
+  blocklens atlas ~/imagenet/val --layer blocks.11 --grid 20 --preset default --png atlas.png
+"""
+
+
+def _folder_arg(args) -> Path:
+    from .images import BUNDLED_DIR
+
+    if getattr(args, "bundled", False):
+        if args.folder:
+            raise BlocklensError("give a FOLDER or --bundled, not both")
+        return BUNDLED_DIR
+    if not args.folder:
+        raise BlocklensError("which images? give a FOLDER, or --bundled for the photos that ship with blocklens")
+    return Path(args.folder)
+
+
+def _add_index_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", nargs="?", metavar="FOLDER", help="a folder of images (subfolders included)")
+    p.add_argument("--bundled", action="store_true", help="the photos that ship with blocklens "
+                   "(blocklens/data/images)")
+    p.add_argument("--k", type=_positive_int, default=16, help="top (and bottom) images kept per unit (default 16)")
+    p.add_argument("--samples", type=_nonneg_int, default=1, help="random positions per image kept for the atlas "
+                   "(default 1, as in the article)")
+    p.add_argument("--classes", type=_nonneg_int, default=5, help="top predicted classes whose attribution each "
+                   "sample records (default 5; 0: none, faster)")
+    p.add_argument("--index-seed", type=int, default=0, help="seed of the sampled positions (default 0)")
+    p.add_argument("--chunk", type=_positive_int, default=32, help="images per shard (default 32)")
+
+
+def add_commands(sub, add_model) -> None:
+    p = sub.add_parser(
+        "index", help="index a folder of images: each unit's top images and samples for the atlas",
+        description="Run the model over every image of FOLDER and record, per layer and unit, the top-k images "
+                    "by the unit's spatial maximum (with its position, for patches at the receptive field), the "
+                    "bottom-k for signed layers, and a random sample of positions' activation vectors (with "
+                    "their attribution to each image's top classes) for the activation atlas. Unreadable files "
+                    "are skipped with their reasons. The index lives in the store, next to the icons.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=INDEX_EXAMPLES)
+    _add_index_options(p)
+    add_model(p)
+    p.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to index (default: the report's layers)")
+    _add_store(p)
+    p.add_argument("--workers", type=_nonneg_int, default=0, help="local worker processes (default 0: this process)")
+    p.add_argument("--threads", type=_positive_int, help="torch threads per worker (default: CPU cores / workers)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default auto)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run the chunks as Ray tasks (pip install 'blocklens[ray]'): "
+                   "auto, ray://HOST:10001, HOST:6379, or local")
+    p.add_argument("--gpus-per-task", type=float, default=0, metavar="N", help="GPUs Ray reserves per chunk "
+                   "(default 0; 1 with --device cuda)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the finished index's summary as JSON")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser(
+        "atlas", help="an activation atlas of one layer over an indexed folder (HTML, PNG)",
+        description="UMAP (cosine) of the index's sampled activation vectors of LAYER, binned into a grid; each "
+                    "cell's mean activation, whitened, is rendered as a direction icon (through the icon store), "
+                    "and each cell's class evidence is the mean over its samples of their linear attribution to "
+                    "their images' top classes. Indexes the folder first if needed (needs umap-learn: pip "
+                    "install 'blocklens[atlas]').",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ATLAS_EXAMPLES)
+    _add_index_options(p)
+    add_model(p)
+    p.add_argument("--layer", required=True, metavar="LAYER", help="the layer to map")
+    p.add_argument("--index", metavar="KEY", help="an index key from 'blocklens index' (instead of FOLDER)")
+    p.add_argument("--grid", type=_positive_int, default=20, help="cells per side (default 20)")
+    p.add_argument("--min-points", type=_positive_int, default=3, help="cells with fewer samples are dropped "
+                   "(default 3)")
+    p.add_argument("--n-neighbors", type=_positive_int, default=20, help="UMAP n_neighbors (default 20)")
+    p.add_argument("--min-dist", type=float, default=0.05, help="UMAP min_dist (default 0.05)")
+    p.add_argument("--preset", choices=["default", "quick"], default="quick", help="icon recipe (default quick: "
+                   "56 px, 48 steps; default: 128 px, 512 steps)")
+    p.add_argument("--size", type=_positive_int, help="icon size (overrides the preset)")
+    p.add_argument("--steps", type=_positive_int, help="icon steps (overrides the preset)")
+    p.add_argument("--no-icons", action="store_true", help="no icons (the layout and class evidence only)")
+    _add_store(p)
+    p.add_argument("--out", default="atlas.html", metavar="FILE", help="the self-contained HTML page "
+                   "(default atlas.html)")
+    p.add_argument("--png", metavar="FILE", help="also a PNG of the atlas's icons on their grid")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the atlas as JSON")
+    p.set_defaults(func=cmd_atlas)
+
+
+def _log(args):
+    quiet = args.json and not sys.stderr.isatty()
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+    return log
+
+
+def index_from_args(args, layers, model=None):
+    """Build (or load) the index that FOLDER/--bundled and the index options name."""
+    from .index import build_index
+
+    return build_index(_folder_arg(args), model if model is not None else args.model, layers,
+                       store=_open_store(args), k=args.k, samples=args.samples, seed=args.index_seed,
+                       classes=args.classes, chunk=args.chunk, workers=getattr(args, "workers", 0),
+                       threads=getattr(args, "threads", None), device=getattr(args, "device", None),
+                       ray=getattr(args, "ray", None), gpus_per_task=getattr(args, "gpus_per_task", 0) or 0,
+                       progress=False if args.no_progress else None,
+                       weights=args.weights, log=_log(args))
+
+
+def cmd_index(args) -> int:
+    idx = index_from_args(args, args.layers)
+    if args.json:
+        print(json.dumps(dict(idx.to_json(), skipped_files=idx.skipped), indent=2))
+    else:
+        print(f"index {idx.key}: {idx.count} of {len(idx.images)} images of {idx.folder}, layers "
+              f"{', '.join(idx.layers)}, in {idx.store.url}")
+        if idx.skipped:
+            print(f"skipped {len(idx.skipped)} unreadable file(s):")
+            for path, why in sorted(idx.skipped.items()):
+                print(f"  {path}: {why}")
+    return 0
+
+
+def cmd_atlas(args) -> int:
+    from .analyses.atlas import activation_atlas
+    from .cli import load_model_arg
+    from .explain import PRESETS
+    from .index import load_index
+
+    model = load_model_arg(args, renders=True)
+    layer = model.layer(args.layer).name
+    if args.index:
+        idx = load_index(args.index, store=_open_store(args))
+    else:  # an index of the folder with this layer and the same sampling (other layers, any k), else a new one
+        try:
+            idx = load_index(_folder_arg(args), model, None, store=_open_store(args), _need=[layer])
+            o = idx.manifest["options"]
+            if (o["samples"], o["classes"], o["seed"]) != (args.samples, args.classes, args.index_seed):
+                raise BlocklensError("that index sampled differently")
+        except BlocklensError:
+            idx = index_from_args(args, [layer], model=model)
+    recipe = dict(PRESETS[args.preset]["icons"])
+    recipe.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None})
+    atlas = activation_atlas(model, layer, idx, grid=args.grid, min_points=args.min_points,
+                             n_neighbors=args.n_neighbors, min_dist=args.min_dist, icons=not args.no_icons,
+                             store=_open_store(args), progress=False if args.no_progress else None, **recipe)
+    out = atlas.save_html(args.out)
+    if args.png:
+        atlas.to_pil().save(args.png)
+    if args.json:
+        print(json.dumps(atlas.to_json(images=False), indent=2))
+    else:
+        print(f"{out}  atlas of {layer}: {len(atlas.cells)} cells from {atlas.points} samples of index {idx.key}")
+        if args.png:
+            print(f"{args.png}  its icons on the grid")
+    return 0
