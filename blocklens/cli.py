@@ -118,8 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "  blocklens vis 'logit:tiger cat' --size 224 --steps 256 --json")
     p.add_argument("targets", nargs="+", metavar="TARGET")
     _add_model(p)
-    p.add_argument("--size", type=_positive_int, default=128, help="image size in pixels (default 128)")
-    p.add_argument("--steps", type=_positive_int, default=512, help="optimization steps (default 512)")
+    p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None,
+                   help="icon recipe: quick (56 px, 48 steps), default (128 px, 512 steps), lucid (Lucid's recipe "
+                        "unchanged); default: quick when the model is on a CPU, default on a GPU")
+    p.add_argument("--size", type=_positive_int, help="image size in pixels (overrides the preset)")
+    p.add_argument("--steps", type=_positive_int, help="optimization steps (overrides the preset)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch", type=_positive_int, default=8, help="targets rendered together (default 8)")
     p.add_argument("--out", default="blocklens-vis", metavar="DIR", help="where PNGs go (default ./blocklens-vis)")
@@ -247,9 +250,16 @@ def cmd_vis(args) -> int:
 
     model = load_model_arg(args, renders=True)
     targets = [parse_target(model, t) for t in args.targets]  # all checked before any work starts
+    from .explain import PRESETS, default_preset
+
+    preset = args.preset or default_preset(model)
+    recipe = {**PRESETS[preset]["icons"], **{k: v for k, v in (("size", args.size), ("steps", args.steps),
+                                                                ("seed", args.seed)) if v is not None}}
+    if not args.json:
+        print(f"{model.name}: {preset} preset ({recipe['size']} px, {recipe['steps']} steps)"
+              + ("" if args.preset else f", chosen for the {model.device.type.upper()}"), file=sys.stderr)
     got = icons(model, targets, store=False if args.no_cache else args.store, batch=args.batch,
-                progress=False if args.no_progress else None, refresh=args.refresh,
-                size=args.size, steps=args.steps, seed=args.seed)
+                progress=False if args.no_progress else None, refresh=args.refresh, **recipe)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -95,8 +95,8 @@ def add_commands(sub, add_model) -> None:
                    "(default 3)")
     p.add_argument("--n-neighbors", type=_positive_int, default=20, help="UMAP n_neighbors (default 20)")
     p.add_argument("--min-dist", type=float, default=0.05, help="UMAP min_dist (default 0.05)")
-    p.add_argument("--preset", choices=["default", "quick"], default="quick", help="icon recipe (default quick: "
-                   "56 px, 48 steps; default: 128 px, 512 steps)")
+    p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None, help="icon recipe (quick: "
+                   "56 px, 48 steps; default: 128 px, 512 steps; default: quick on a CPU, default on a GPU)")
     p.add_argument("--size", type=_positive_int, help="icon size (overrides the preset)")
     p.add_argument("--steps", type=_positive_int, help="icon steps (overrides the preset)")
     p.add_argument("--no-icons", action="store_true", help="no icons (the layout and class evidence only)")
@@ -163,7 +163,9 @@ def cmd_atlas(args) -> int:
                 raise BlocklensError("that index sampled differently")
         except BlocklensError:
             idx = index_from_args(args, [layer], model=model)
-    recipe = dict(PRESETS[args.preset]["icons"])
+    from .explain import default_preset
+
+    recipe = dict(PRESETS[args.preset or default_preset(model)]["icons"])
     recipe.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None})
     atlas = activation_atlas(model, layer, idx, grid=args.grid, min_points=args.min_points,
                              n_neighbors=args.n_neighbors, min_dist=args.min_dist, icons=not args.no_icons,

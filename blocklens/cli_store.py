@@ -42,9 +42,12 @@ def _add_store(p: argparse.ArgumentParser) -> None:
 
 
 def _add_recipe(p: argparse.ArgumentParser, default_preset: str | None) -> None:
-    p.add_argument("--preset", choices=["default", "quick"], default=default_preset,
-                   help="the report's recipes: default = 128 px, 512 steps; quick = 56 px, 48 steps"
-                        + (f" (default {default_preset})" if default_preset else ""))
+    from .explain import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="the icon recipe: quick = 56 px, 48 steps; default = 128 px, 512 steps; lucid = Lucid's "
+                        "recipe unchanged" + (" (default: quick on a CPU, default where CUDA is available)"
+                                              if default_preset == "device" else ""))
     p.add_argument("--size", type=_positive_int, help="image size in pixels (overrides the preset)")
     p.add_argument("--steps", type=_positive_int, help="optimization steps (overrides the preset)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -83,7 +86,7 @@ def add_commands(sub, add_model) -> None:
     p.add_argument("--batch", type=_positive_int, default=8, help="units rendered together (default 8)")
     p.add_argument("--shard", metavar="I/N", help="only the I-th of N disjoint parts of the plan (0/4 ... 3/4): N "
                    "runs on N machines share one store without rendering anything twice")
-    _add_recipe(p, "default")
+    _add_recipe(p, "device")
     p.add_argument("--verify", action="store_true", help="fully check the entries already in the store first "
                    "(slow on big stores); corrupt ones are rendered again")
     p.add_argument("--no-sprites", action="store_true", help="do not write sprite sheets")
@@ -168,10 +171,14 @@ def _recipe_args(args, default_preset: str | None) -> dict | None:
     """Recipe overrides from --preset/--size/--steps/--seed; None when none was given and there is no default."""
     from .explain import PRESETS
 
+    from .explain import default_preset as by_device
+
     preset = args.preset or default_preset
     if preset is None and args.size is None and args.steps is None and args.seed is None:
         return None
-    over = dict(PRESETS[preset or "default"]["icons"])
+    if preset in (None, "device"):
+        preset = by_device()
+    over = dict(PRESETS[preset]["icons"])
     for k in ("size", "steps", "seed"):
         if getattr(args, k) is not None:
             over[k] = getattr(args, k)
@@ -187,7 +194,7 @@ def cmd_precompute(args) -> int:
     from .precompute import precompute
 
     store = _open_store(args)
-    over = _recipe_args(args, "default")
+    over = _recipe_args(args, "device")
     quiet = args.json and not sys.stderr.isatty()
 
     def log(msg: str) -> None:
@@ -295,7 +302,7 @@ def cmd_store_export(args) -> int:
                                 f"steps, {s.get('count')} icons)" for s in sheets)
             raise BlocklensError(f"the store has {len(sheets)} recipes for {layer}: {choices}; pick one with "
                                  "--recipe HASH or --size/--steps")
-        recipe = sheets[0]["recipe"] if sheets else recipe_for(**_recipe_args(args, "default"))
+        recipe = sheets[0]["recipe"] if sheets else recipe_for(**_recipe_args(args, "device"))
     index = export_layer(store, model, layer, recipe, args.out)
     if index["count"] == 0:
         raise BlocklensError(f"the store {store.url} holds no icon of {layer} for {model.name} with recipe "

@@ -57,7 +57,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def default_preset(model=None) -> str:
-    """The preset for ``model``'s device when none is asked for: "quick" on a CPU, "default" elsewhere."""
+    """The preset for ``model``'s device when none is asked for: "quick" on a CPU, "default" elsewhere (every
+    entry point uses it: ``explain``, ``icons``, ``vis``, ``precompute``, ``atlas``, the app)."""
+    if model is None:  # no model at hand (precompute's planner): this process's best device
+        import torch
+
+        return "default" if torch.cuda.is_available() else "quick"
     device = getattr(model, "device", None)
     return "quick" if device is None or getattr(device, "type", "cpu") == "cpu" else "default"
 

@@ -68,20 +68,25 @@ def render_batch(model, targets: Sequence[Target], recipe: dict, *, progress: bo
 
 def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None, *,
           store: IconStore | str | None | bool = None, batch: int = 8, progress: bool | None = None,
-          refresh: bool = False, on_batch: Callable[[int, int], None] | None = None,
+          refresh: bool = False, on_batch: Callable[[int, int], None] | None = None, preset: str | None = None,
           **recipe_overrides) -> list[Icon]:
     """Icons for ``units`` of ``layer`` (channels as ints, neurons as ``"C@X,Y"``, classes when the layer is
     ``"logit"``), or for a list of targets when ``units`` is None.
 
     ``store``: an :class:`IconStore`, a folder, None for the default store, or False to render without caching.
     ``refresh=True`` re-renders and overwrites. ``on_batch(done, total)`` is called before the first render and
-    after each batch (``total`` counts only the icons that had to be rendered), for progress in other front ends. Recipe options (``size``, ``steps``, ``seed``, ...) default to
-    the reference recipe (128 px, 512 steps, Adam 0.05).
+    after each batch (``total`` counts only the icons that had to be rendered), for progress in other front ends.
+    The recipe is ``preset``'s (default: :func:`~blocklens.explain.default_preset`, "quick" on a CPU and
+    "default" on a GPU, as every entry point) with single options (``size``, ``steps``, ``seed``, ...) overridden.
     """
+    from .explain import PRESETS, default_preset
+
     if batch < 1:
         raise BlocklensError(f"batch must be at least 1, got {batch}")
+    if preset is not None and preset not in PRESETS:
+        raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     targets = _targets(model, layer_or_targets, units)
-    recipe = recipe_for(**recipe_overrides)
+    recipe = recipe_for(**{**PRESETS[preset or default_preset(model)]["icons"], **recipe_overrides})
     cache = store is not False
     if cache and not isinstance(store, IconStore):
         store = IconStore(store)

@@ -137,11 +137,15 @@ def plan(model, layers: Sequence[str] | None = None, units: str | Sequence[str] 
 
     ``layers``: layer names (default: :func:`default_precompute_layers`, unless only ``logits`` are asked
     for); ``units``: which units of each layer (:func:`parse_units`; default all channels); ``logits``: class
-    indices (``"all"``, ``"0-9"``...), default none. ``recipe``: the full recipe (:func:`recipe_for`).
+    indices (``"all"``, ``"0-9"``...), default none. ``recipe``: the full recipe (:func:`recipe_for`; default: the
+    device's preset, as :func:`blocklens.icons`).
     """
     from .optvis.targets import channel_target, logit_target, neuron_target
 
-    recipe = recipe_for() if recipe is None else recipe
+    if recipe is None:
+        from .explain import PRESETS, default_preset
+
+        recipe = recipe_for(**PRESETS[default_preset(model)]["icons"])
     if layers is None:
         layers = [] if logits is not None else default_precompute_layers(model)
     out: dict[str, PlannedUnit] = {}
@@ -555,7 +559,11 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
         raise BlocklensError(f"threads must be at least 1, got {threads}")
     if device not in (None, "auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise BlocklensError(f"device must be auto, cpu or cuda, got {device!r}")
-    recipe = recipe_for(**recipe_overrides)
+    from .explain import PRESETS, default_preset
+
+    # the recipe of bl.icons on the device the icons render on: quick on a CPU, default on a GPU
+    on = "quick" if device == "cpu" else "default" if device and str(device).startswith("cuda") else default_preset()
+    recipe = recipe_for(**{**PRESETS[on]["icons"], **recipe_overrides})
     remote = ray is not None or workers > 0
     weights = str(weights) if weights is not None else None
     if isinstance(model, str):

@@ -17,7 +17,7 @@ def _seed():
 
 # Icon and grid recipes small enough that a whole explanation renders in seconds (pictures are noise; the tests
 # check wiring and numbers, the benches and docs/ hold the real pictures).
-TINY_ICONS = dict(size=32, steps=2)
+TINY_ICONS = dict(size=32, steps=2, decay_power=1.5, contrast=0.5)  # the presets' settings, tiny
 TINY_GRID = dict(cell=32, steps=2, batch_cells=16)
 
 
@@ -44,7 +44,7 @@ def live_server(tiny_explanation):
     from blocklens.web.server import BlocklensApp, create_app
 
     _, store = tiny_explanation
-    state = BlocklensApp(store=store, preset="default", icon_recipe=TINY_ICONS, grid_recipe=TINY_GRID)
+    state = BlocklensApp(store=store, icon_recipe=TINY_ICONS, grid_recipe=TINY_GRID)  # preset by device, as the explanation
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

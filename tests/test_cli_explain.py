@@ -15,7 +15,7 @@ explain_mod = sys.modules["blocklens.explain"]
 def tiny_quick(monkeypatch):
     # the quick preset shrunk to the tiny recipes the session's tiny explanation used (so its store is warm)
     monkeypatch.setitem(explain_mod.PRESETS, "quick", {"icons": TINY_ICONS, "grid": TINY_GRID,
-                                                       "group_counts": explain_mod.PRESETS["default"]["group_counts"]})
+                                                       "group_counts": explain_mod.PRESETS["quick"]["group_counts"]})
 
 
 def test_explain_writes_a_report_from_a_warm_store(capsys, tiny_explanation, tiny_quick, tmp_path, monkeypatch):

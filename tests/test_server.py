@@ -170,7 +170,7 @@ def test_layer_sprite_sheets_replace_single_icons(lite0, tiny_explanation, tmp_p
     shutil.copytree(src, tmp_path / "store")
     store = IconStore(tmp_path / "store")
     assert write_sprite(store, lite0, "blocks.7", recipe_for(**TINY_ICONS))
-    state = BlocklensApp(store=store, preset="default", icon_recipe=TINY_ICONS, grid_recipe=TINY_GRID, render=False)
+    state = BlocklensApp(store=store, icon_recipe=TINY_ICONS, grid_recipe=TINY_GRID, render=False)
     with TestClient(create_app(state)) as client:
         doc = client.post("/api/explain", params={"image": "dog"}).json()
         (sprite,) = doc["sprites"]

@@ -184,15 +184,17 @@ def _atlas_key(model, layer: str, direction: np.ndarray, cossim_pow: float, reci
 def atlas_icons(model, layer: str, directions: list[np.ndarray], *, store=None, cossim_pow: float = 1.0,
                 batch: int = 16, progress: bool | None = None, **recipe_overrides) -> tuple[list, list[str]]:
     """Direction icons (``dot * max(0.1, cos)^cossim_pow``) for ``directions`` of ``layer``, from the store
-    or rendered ``batch`` at a time (``same_init``: the same image in any batch) and put there."""
+    or rendered ``batch`` at a time (``same_init``: the same image in any batch) and put there. The recipe is the
+    device's preset (:func:`~blocklens.explain.default_preset`) with ``recipe_overrides``."""
     import torch
 
+    from ..explain import PRESETS, default_preset
     from ..iconcache import recipe_for
     from ..optvis import objectives as obj
     from ..optvis.render import render
     from ..store import Icon, IconStore
 
-    recipe = recipe_for(**recipe_overrides)
+    recipe = recipe_for(**{**PRESETS[default_preset(model)]["icons"], **recipe_overrides})
     store = store if isinstance(store, IconStore) else IconStore(store)
     keys = [_atlas_key(model, layer, d, cossim_pow, recipe) for d in directions]
     found = {}

@@ -384,7 +384,7 @@ class BlocklensApp:
         """The activation atlas of ``layer`` over index ``key`` (icons at the app's preset, through the store;
         the first request renders the missing ones and takes a while), as JSON with pictures inline."""
         from ..analyses.atlas import activation_atlas
-        from ..explain import PRESETS
+        from ..explain import PRESETS, default_preset
 
         idx, model, lock = self._index(key)
         if grid is None:  # about 3 samples a cell on average, 4..20 a side
@@ -395,7 +395,7 @@ class BlocklensApp:
         cache = self.__dict__.setdefault("_atlas_cache", {})
         ck = (key, model.layer(layer).name, int(grid))
         if ck not in cache:
-            recipe = {**PRESETS[self.preset]["icons"], **self.icon_recipe}
+            recipe = {**PRESETS[self.preset or default_preset(model)]["icons"], **self.icon_recipe}
             with lock:
                 atlas = activation_atlas(model, layer, idx, grid=int(grid), store=self.store, progress=False,
                                          icons=self.render, **{k: v for k, v in recipe.items() if k in ("size", "steps")})
