@@ -41,6 +41,10 @@ RECIPES = {
     "phase": dict(size=56, steps=48, param="phase", lr=0.1),
     "+contrast": dict(size=56, steps=48, contrast=0.5),
     "quick": dict(size=56, steps=48, decay_power=1.5, contrast=0.5),
+    "quick-32": dict(size=56, steps=32, decay_power=1.5, contrast=0.5),
+    "quick-d1.25": dict(size=56, steps=48, decay_power=1.25, contrast=0.5),
+    "quick-scaled": dict(size=56, steps=48, decay_power=1.5, contrast=0.5, transforms="scaled"),
+    "quick-scaled-64": dict(size=64, steps=48, decay_power=1.5, contrast=0.5, transforms="scaled"),
     "quick-96": dict(size=56, steps=96, decay_power=1.5, contrast=0.5),
     "quick-80px": dict(size=80, steps=48, decay_power=1.5, contrast=0.5),
 }

@@ -47,9 +47,9 @@ from .store import Icon, IconStore
 #: ``1/f^1.5`` Fourier preconditioning, chosen by measurement (bench/bench_icon_quality.py); "lucid" is Lucid's
 #: recipe unchanged (1/f, no contrast ramp), for comparison.
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"icons": dict(size=128, steps=512, decay_power=1.5, contrast=0.5), "grid": dict(cell=48, steps=256),
+    "default": {"icons": dict(size=128, steps=512, decay_power=1.5, contrast=0.5), "grid": dict(cell=48, steps=256, contrast=0.5),
                 "group_counts": (2, 3, 4, 5, 6, 7, 8)},
-    "quick": {"icons": dict(size=56, steps=48, decay_power=1.5, contrast=0.5), "grid": dict(cell=40, steps=48),
+    "quick": {"icons": dict(size=56, steps=48, decay_power=1.5, contrast=0.5), "grid": dict(cell=40, steps=48, batch_cells=32, contrast=0.5),
               "group_counts": (3, 4, 5, 6)},
     "lucid": {"icons": dict(size=128, steps=512), "grid": dict(cell=48, steps=256),
               "group_counts": (2, 3, 4, 5, 6, 7, 8)},

@@ -44,8 +44,9 @@ from torch import nn
 from ..errors import BlocklensError
 from ..images import ImageLike
 from ..optvis import objectives as obj
-from ..optvis.param import spectrum_scale, to_valid_rgb
+from ..optvis.param import spectrum_scale, standardize_colour, to_valid_rgb
 from ..optvis.rescue import relu_rescue
+from ..optvis.render import fast_layout
 from ..optvis.transforms import standard_transforms
 from ..probe import LayerInfo
 from .common import MAX_POSITIONS, check_positions, prepare, spatial_layer, to_jsonable
@@ -122,12 +123,18 @@ class GridImage(nn.Module):
         coeffs = torch.complex(spectrum[..., 0], spectrum[..., 1]) * self.scale
         return torch.fft.irfft2(coeffs, s=self.size) / 4
 
+    #: the contrast ramp (as :class:`~blocklens.optvis.param.FourierImage`'s), set by the render loop
+    standardize: float = 0.0
+
     def forward(self, indices: torch.Tensor | None = None) -> torch.Tensor:
         if indices is None:
             indices = torch.arange(self.n_cells, device=self.own.device)
         own = self._spatial(self.own[indices])                              # (B, 3, h, w)
         shared = torch.einsum("bk,kchw->bchw", self.loadings[indices], self._spatial(self.groups))
-        return to_valid_rgb(self.own_weight * own + self.group_weight * shared)
+        t = self.own_weight * own + self.group_weight * shared
+        if self.standardize > 0:
+            t = standardize_colour(t, float(self.standardize))
+        return to_valid_rgb(t)
 
     def extra_repr(self) -> str:
         return f"cells={self.n_cells}, groups={self.n_groups}, size={self.size}"
@@ -297,7 +304,7 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
                     steps: int = 256, n_groups: int = 6, batch_cells: int = 64,
                     cossim_pow: float = DEFAULT_COSSIM_POW, lr: float = 0.05, seed: int = 0,
                     progress: bool | None = None, border: int = 2, rescue_steps: int = 16,
-                    on_batch=None, max_cells: int = MAX_CELLS) -> ActivationGrid:
+                    on_batch=None, max_cells: int = MAX_CELLS, contrast: float | None = None) -> ActivationGrid:
     """Render an icon of the activation vector at every position of ``layer`` for ``image``.
 
     Args:
@@ -351,9 +358,11 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
         with relu_rescue(model.module) as rescue, model.probe([info], grad=True) as probe:
             for step in range(steps):
                 rescue.active = step < rescue_steps
+                if contrast is not None:  # the icons' contrast ramp: a photograph's contrast, blended in
+                    grid.standardize = 1.0 if contrast <= 0 else min(1.0, step / (contrast * steps))
                 idx = torch.randperm(n, generator=pick_gen)[:bsize].to(device)
                 imgs = grid(idx)                                                  # (B, 3, cell, cell)
-                probe.run(model.input_from_rgb(tf(imgs, generator=tf_gen)), stop=True)
+                probe.run(fast_layout(model.input_from_rgb(tf(imgs, generator=tf_gen))), stop=True)
                 objective = obj.direction(info.name, targets[idx], cossim_pow=cossim_pow)
                 values = objective(obj.Context({info.name: probe.activations[info.name]}, imgs))  # (B,)
                 grads = torch.autograd.grad(-values.sum(), params)
@@ -377,7 +386,7 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
     cells = cropped.permute(0, 2, 3, 1).reshape(h, w, *cropped.shape[2:], 3).cpu().numpy().astype(np.float32)
     recipe = dict(model=model.name, layer=info.name, cell=int(cell), border=b, steps=int(steps),
                   n_groups=int(n_groups), batch_cells=bsize, cossim_pow=float(cossim_pow), lr=float(lr),
-                  seed=int(seed), rescue_steps=int(rescue_steps), transforms="standard", param="fft",
+                  seed=int(seed), rescue_steps=int(rescue_steps), transforms="standard", param="fft", contrast=contrast,
                   own_weight=OWN_WEIGHT, group_weight=GROUP_WEIGHT,
                   nmf_relative_error=float(factor_info["relative_error"]), nmf_signed=bool(factor_info["signed"]))
     return ActivationGrid(layer=info.name, shape=(h, w), cells=cells, vectors=vectors.cpu().numpy(),

@@ -129,6 +129,21 @@ def spectrum_scale(h: int, w: int, decay_power: float = 1.0) -> torch.Tensor:
     return (freqs.pow(-decay_power) * math.sqrt(h * w)).to(torch.float32)
 
 
+#: Standard deviations (pre-sigmoid, decorrelated colour: luma, then the two colour opponents) of the contrast
+#: ramp's target: random-phase images with the bundled photographs' spectrum have RMS contrast 0.24 and
+#: colourfulness 58 with them, against 0.19 and 46 for the photographs (at 56 px).
+CONTRAST_GAINS = (2.2, 3.0, 3.0)
+
+
+def standardize_colour(t: torch.Tensor, amount: float = 1.0, gains=CONTRAST_GAINS) -> torch.Tensor:
+    """Blend each image's colour channels (``(B, 3, H, W)``, pre-sigmoid, decorrelated) toward zero mean and
+    standard deviation ``gains``: ``amount`` 0 leaves them, 1 standardizes fully (the contrast ramp)."""
+    flat = t.flatten(2)
+    std = flat.std(2)[..., None, None] + 1e-8
+    g = torch.tensor(gains, device=t.device, dtype=t.dtype).view(1, 3, 1, 1)
+    return (t - flat.mean(2)[..., None, None]) * ((1 - amount) + amount * g / std)
+
+
 class _ImageParam(nn.Module):
     """What every image parameterization shares: batch, size, channels (+ alpha), init scale, decorrelation."""
 
@@ -197,19 +212,14 @@ class FourierImage(_ImageParam):
 
     #: contrast normalization, set by the render loop: 0 = off; 1 = every colour channel standardized to ``gains``
     standardize: float = 0.0
-    gains: tuple[float, ...] = (2.2, 3.0, 3.0)
+    gains: tuple[float, ...] = CONTRAST_GAINS
 
     def forward(self) -> torch.Tensor:
         """Returns the image batch, (B, C, H, W) in (0, 1)."""
         coeffs = torch.complex(self.spectrum[..., 0], self.spectrum[..., 1]) * self.scale
         t = torch.fft.irfft2(coeffs, s=self.size) / 4
         if self.standardize > 0:
-            a = float(self.standardize)
-            rgb = t[:, :3]
-            std = rgb.flatten(2).std(2)[..., None, None] + 1e-8
-            g = torch.tensor(self.gains, device=t.device, dtype=t.dtype).view(1, 3, 1, 1)
-            rgb = (rgb - rgb.flatten(2).mean(2)[..., None, None]) * ((1 - a) + a * g / std)
-            t = torch.cat([rgb, t[:, 3:]], 1)
+            t = torch.cat([standardize_colour(t[:, :3], float(self.standardize), self.gains), t[:, 3:]], 1)
         return to_valid_rgb(t, self.decorrelate)
 
     def extra_repr(self) -> str:
@@ -273,7 +283,7 @@ class PhaseImage(_ImageParam):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         seeds: Sequence[int] | None = None,
-        gain: float | tuple[float, float, float] = (2.2, 3.0, 3.0),
+        gain: float | tuple[float, float, float] = CONTRAST_GAINS,
     ):
         if alpha or channels != 3:
             raise ValueError("PhaseImage makes RGB images only (no alpha, 3 channels); use FourierImage for alpha")

@@ -39,6 +39,7 @@ __all__ = [
     "RandomRotate",
     "Compose",
     "standard_transforms",
+    "scaled_transforms",
     "DEFAULT_SCALES",
     "DEFAULT_ANGLES",
 ]
@@ -239,3 +240,11 @@ def standard_transforms() -> Compose:
     An H x W input comes out (round((H + 16) * s) - 4) x (round((W + 16) * s) - 4), s in 0.90..1.10.
     """
     return Compose([Pad(12, value=0.5), Jitter(8), RandomScale(), RandomRotate(), Jitter(4)])
+
+
+def scaled_transforms(size: int) -> Compose:
+    """:func:`standard_transforms` with the pad and jitters scaled to an image of ``size`` pixels as Lucid's are to
+    128 (at 56 px: pad 5, jitter 4, jitter 2): the same robustness relative to the picture, on fewer pixels."""
+    f = size / 128
+    return Compose([Pad(max(1, round(12 * f)), value=0.5), Jitter(max(2, round(8 * f))), RandomScale(),
+                    RandomRotate(), Jitter(max(1, round(4 * f)))])
