@@ -14,8 +14,8 @@ Recipes (see blocklens.explain.PRESETS and blocklens.optvis.render):
   first half of the steps.
 - ``quick``: +contrast with 1/f^1.5 preconditioning (less high-frequency speckle): the quick preset.
 - ``quick, 96 steps`` / ``80 px``: the next points up the frontier.
-- with ``--reference``: Lucid's recipe at 128 px / 512 steps (the icons in docs/icons_channels.png) and the default
-  preset, on the first 16 units (several minutes each on two cores).
+- with ``--reference``: the default preset (128 px, 512 steps, all 32 units: about 10 minutes on two cores) and
+  Lucid's recipe at 128 px / 512 steps (the icons in docs/icons_channels.png) on the first 16.
 
 Writes docs/icons_quick_vs_reference.png (one row per recipe, 8 units) and prints the table.
 Run: python bench/bench_icon_quality.py [--reference] [--rows quick,old-quick]
@@ -70,7 +70,7 @@ def run(model, targets, recipe, batch=16):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reference", action="store_true", help="also the 128 px / 512-step recipes (16 units)")
+    ap.add_argument("--reference", action="store_true", help="also the 128 px / 512-step recipes")
     ap.add_argument("--rows", help="comma-separated recipe names to run (default: all quick-sized ones)")
     args = ap.parse_args()
     from blocklens.explain import PRESETS
@@ -92,7 +92,7 @@ def main():
     print(head)
     results = {}
     for name, recipe in rows.items():
-        ts = targets[:16] if name in REFERENCE else targets
+        ts = targets[:16] if name == "lucid-128" else targets
         imgs, per_icon = run(model, ts, recipe)
         q = quality.assess(model, imgs, ts)
         s = q.summary()

@@ -166,7 +166,6 @@ def test_contrast_ramp_standardizes_each_colour_channel():
     flat = img().detach()
     assert float(flat.std()) < 0.02  # Lucid's start: nearly grey
     img.standardize = 1.0
-    from blocklens.optvis.param import linear_decorrelate_color  # noqa: F401  (documents the space)
     t = torch.logit(img().detach().clamp(1e-6, 1 - 1e-6))
     assert float(t.std()) > 1.0  # a photograph's contrast from the first step
 
