@@ -627,7 +627,7 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
     (testing; returns None). A finished index is returned at once; a partial one resumes.
     """
     from .models import load_model
-    from .precompute import _describe, _local_devices, _run_local, _run_ray
+    from .precompute import _describe, _local_devices, run_jobs
 
     say = log or (lambda msg: None)
     for name, v, low in (("k", k, 1), ("samples", samples, 0), ("classes", classes, 0), ("chunk", chunk, 1),
@@ -702,20 +702,9 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
         bar.update(len(job.images))
 
     try:
-        if not jobs:
-            pass
-        elif ray is not None:
-            _run_ray(jobs, ray, threads, gpus_per_task, on_result, on_error, ray_init, fn=run_chunk)
-        elif workers > 0:
-            _run_local(jobs, workers, threads, device, on_result, on_error, fn=run_chunk)
-        else:
-            for job in jobs:
-                try:
-                    res = _execute_chunk(job, model, store)
-                except Exception as e:
-                    on_error(job, e)
-                else:
-                    on_result(job, res)
+        run_jobs(jobs, ray=ray, workers=workers, threads=threads, device=device, gpus_per_task=gpus_per_task,
+                 ray_init=ray_init, on_result=on_result, on_error=on_error, fn=run_chunk,
+                 execute=lambda job: _execute_chunk(job, model, store))
     finally:
         bar.close()
     if errors:

@@ -346,6 +346,26 @@ def _run_local(jobs: list, workers: int, threads: int | None, device: str | None
     ex.shutdown(wait=True)
 
 
+def run_jobs(jobs: list, *, ray: str | None, workers: int, threads: int | None, device: str | None,
+             gpus_per_task: float, ray_init: dict | None, on_result, on_error, fn: Callable, execute: Callable) -> None:
+    """Run every job where asked: Ray tasks (``ray``), ``workers`` spawned processes, or here one by one with
+    ``execute(job)``; ``on_result(job, result)`` / ``on_error(job, exception)`` for each, in this process."""
+    if not jobs:
+        return
+    if ray is not None:
+        _run_ray(jobs, ray, threads, gpus_per_task, on_result, on_error, ray_init, fn=fn)
+    elif workers > 0:
+        _run_local(jobs, workers, threads, device, on_result, on_error, fn=fn)
+    else:
+        for job in jobs:
+            try:
+                res = execute(job)
+            except Exception as e:
+                on_error(job, e)
+            else:
+                on_result(job, res)
+
+
 def _run_ray(jobs: list, address: str, threads: int | None, gpus_per_task: float, on_result, on_error,
              ray_init: dict | None = None, fn: Callable = None) -> None:
     """Run ``fn(job)`` (default :func:`run_batch`) for each job as a Ray task."""
@@ -715,20 +735,9 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
 
     t_render = time.perf_counter()
     try:
-        if not jobs:
-            pass
-        elif ray is not None:
-            _run_ray(jobs, ray, threads, gpus_per_task, on_result, on_error, ray_init)
-        elif workers > 0:
-            _run_local(jobs, workers, threads, device, on_result, on_error)
-        else:
-            for job in jobs:
-                try:
-                    res = _execute(job, model, store)
-                except Exception as e:
-                    on_error(job, e)
-                else:
-                    on_result(job, res)
+        run_jobs(jobs, ray=ray, workers=workers, threads=threads, device=device, gpus_per_task=gpus_per_task,
+                 ray_init=ray_init, on_result=on_result, on_error=on_error, fn=run_batch,
+                 execute=lambda job: _execute(job, model, store))
     finally:
         bar.close()
     render_seconds = time.perf_counter() - t_render

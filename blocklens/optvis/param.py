@@ -72,15 +72,21 @@ def _make_generator(seed: int | None, generator: torch.Generator | None) -> torc
     return generator
 
 
-def _init_normal(shape: tuple[int, ...], sd: float, seed: int | None, generator: torch.Generator | None,
-                 seeds: Sequence[int] | None) -> torch.Tensor:
-    """N(0, sd) initial values; with ``seeds`` each batch element is drawn from its own seed, so an image's
-    start does not depend on its position in the batch."""
+def _init_draw(shape: tuple[int, ...], draw, seed: int | None, generator: torch.Generator | None,
+               seeds: Sequence[int] | None) -> torch.Tensor:
+    """Initial values from ``draw`` (``torch.randn`` or ``torch.rand``); with ``seeds`` each batch element is drawn
+    from its own seed, so an image's start does not depend on its position in the batch."""
     if seeds is None:
-        return torch.randn(shape, generator=_make_generator(seed, generator)) * sd
+        return draw(shape, generator=_make_generator(seed, generator))
     if len(seeds) != shape[0]:
         raise ValueError(f"seeds has {len(seeds)} entries for a batch of {shape[0]}")
-    return torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds]) * sd
+    return torch.stack([draw(shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def _init_normal(shape: tuple[int, ...], sd: float, seed: int | None, generator: torch.Generator | None,
+                 seeds: Sequence[int] | None) -> torch.Tensor:
+    """N(0, sd) initial values (see :func:`_init_draw`)."""
+    return _init_draw(shape, torch.randn, seed, generator, seeds) * sd
 
 
 def linear_decorrelate_color(t: torch.Tensor) -> torch.Tensor:
@@ -296,13 +302,7 @@ class PhaseImage(_ImageParam):
         mag = natural_spectrum((h, w))
         mag[:, 0, 0] = 0.0
         self.register_buffer("magnitude", mag, persistent=False)
-        shape = (batch, 3, h, w // 2 + 1)
-        if seeds is None:
-            u = torch.rand(shape, generator=_make_generator(seed, generator))
-        else:
-            if len(seeds) != batch:
-                raise ValueError(f"seeds has {len(seeds)} entries for a batch of {batch}")
-            u = torch.stack([torch.rand(shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        u = _init_draw((batch, 3, h, w // 2 + 1), torch.rand, seed, generator, seeds)
         self.phase = nn.Parameter((u * 2 - 1) * math.pi)
 
     def forward(self) -> torch.Tensor:
