@@ -1,0 +1,91 @@
+"""A store written by an earlier version (tests/data/legacy_store, see make_legacy_store.py) reads as it did."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from blocklens.store import IconStore
+
+DATA = Path(__file__).resolve().parent / "data"
+EXPECTED = json.loads((DATA / "legacy_store.json").read_text())
+KEYS = sorted(i["key"] for i in EXPECTED["icons"])
+
+
+@pytest.fixture(params=["local", "memory"])
+def legacy(request, tmp_path) -> IconStore:
+    """A copy of the legacy store: a local folder (its temp file two hours old) or a memory:// store holding the
+    same bytes under the same names."""
+    src = DATA / "legacy_store"
+    if request.param == "local":
+        shutil.copytree(src, tmp_path / "legacy")
+        old = time.time() - 7200
+        os.utime(tmp_path / "legacy" / EXPECTED["temp"], (old, old))
+        yield IconStore(tmp_path / "legacy")
+        return
+    url = f"memory://blocklens-legacy-{uuid.uuid4().hex}"
+    fs = fsspec.filesystem("memory")
+    base = fs._strip_protocol(url)
+    for p in src.rglob("*"):
+        if p.is_file():
+            fs.pipe_file(f"{base}/{p.relative_to(src).as_posix()}", p.read_bytes())
+    yield IconStore(url)
+    fs.rm(base, recursive=True)
+
+
+def test_every_entry_reads_back_exactly(legacy):
+    assert list(legacy.keys()) == KEYS and len(legacy) == len(KEYS) == 4
+    for want in EXPECTED["icons"]:
+        assert legacy.exists(want["key"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing is corrupt
+            icon = legacy.get(want["key"])
+        pixels = np.asarray(want["pixels"], dtype=np.uint8)
+        assert icon is not None and icon.key == want["key"]
+        assert icon.image.dtype == np.uint8 and icon.image.shape == pixels.shape
+        np.testing.assert_array_equal(icon.image, pixels)
+        assert icon.meta == want["meta"] and icon.meta["key"] == want["key"] and "created" in icon.meta
+        assert want["key"] in legacy
+    assert {legacy.get(k).image.shape for k in KEYS} == {(8, 8, 3), (12, 12, 3), (8, 8, 4)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert legacy.verify() == {"ok": 4, "corrupt": []}
+    assert list(legacy.keys()) == KEYS  # nothing moved aside
+
+
+def test_sprite_is_found_with_its_index(legacy):
+    fp, layer, recipe = EXPECTED["fingerprint"], EXPECTED["layer"], EXPECTED["recipe"]
+    want = EXPECTED["sprite_index"]
+    assert legacy.sprite_index(fp, layer, recipe) == want
+    assert legacy.sprites() == [want] and legacy.sprites(fingerprint=fp, layer=layer) == [want]
+    img, index = legacy.sprite(fp, layer, recipe)
+    assert index == want and index["recipe_hash"] == EXPECTED["recipe_hash"]
+    np.testing.assert_array_equal(np.asarray(img), np.asarray(EXPECTED["sheet"], dtype=np.uint8))
+    assert legacy.sprite(fp, layer, EXPECTED["recipe_hash"])[1] == want  # by hash too
+    data, same = legacy.sprite_bytes(fp, layer, recipe)
+    assert same == want and data.startswith(b"\x89PNG")
+
+
+def test_info_and_clean_temp(legacy):
+    info = legacy.info()
+    assert info["entries"] == 4 and info["temp_files"] == 1 and info["corrupt_files"] == 0
+    assert [s["layer"] for s in info["sprites"]] == [EXPECTED["layer"]]
+    temp = EXPECTED["temp"]
+    if legacy.is_local:
+        assert (legacy.root / temp).is_file()
+        assert legacy.clean_temp() == 1  # two hours old: past the default max age
+        assert not (legacy.root / temp).exists()
+    else:  # memory:// files are as old as the copy: only max_age_s=0 removes the temp file
+        assert legacy.clean_temp(max_age_s=3600) == 0
+        assert legacy.clean_temp(max_age_s=0) == 1
+    assert legacy.info()["temp_files"] == 0 and legacy.clean_temp(max_age_s=0) == 0
+    assert list(legacy.keys()) == KEYS and legacy.verify() == {"ok": 4, "corrupt": []}
+    assert legacy.sprite(EXPECTED["fingerprint"], EXPECTED["layer"], EXPECTED["recipe"]) is not None
