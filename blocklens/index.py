@@ -15,7 +15,7 @@ workers) for the activation atlas, and for each sample its linear attribution to
 activation, the log-probability of the class as the score).
 
 Work is split in chunks of ``chunk`` images (fixed, ordered). Each finished chunk is one ``.npz`` shard written
-atomically to the store (:meth:`IconStore._write_rel`): ``<store>/index/<key>/shards/<chunk>.npz``. A run that
+atomically to the store (``store.files.write``): ``<store>/index/<key>/shards/<chunk>.npz``. A run that
 is killed (``kill -9`` included) leaves complete shards only; running it again skips them. When every chunk
 has a shard, the shards are merged into one ``<layer>.npz`` per layer and ``manifest.json`` is written last
 (the commit point). The key is a hash of the model's weight fingerprint, the layers, the folder's content key
@@ -322,7 +322,7 @@ def _execute_chunk(job: IndexJob, model, store: IconStore | None) -> dict:
     if not _parent_alive():  # the run was killed: write nothing behind its back
         os._exit(1)
     if job.write:
-        store._write_rel(_shard_rel(job.key, job.index), data)
+        store.files.write(_shard_rel(job.key, job.index), data)
         data = None
     return {"chunk": job.index, "images": len(job.images), "data": data, "seconds": time.perf_counter() - t0,
             "pid": os.getpid()}
@@ -502,7 +502,7 @@ class ActivationIndex:
         return (a["pred_idx"], a["pred_prob"]) if a is not None and "pred_idx" in a else None
 
     def _read(self, name: str) -> dict | None:
-        data = self.store._read_rel(f"{INDEX_DIR}/{self.key}/{name}")
+        data = self.store.files.read(f"{INDEX_DIR}/{self.key}/{name}")
         return None if data is None else _npz_load(data)
 
     def layer(self, name: str) -> LayerIndex:
@@ -539,10 +539,10 @@ def list_indexes(store: IconStore | str | None = None) -> list[ActivationIndex]:
     """Every finished index in a store (newest first)."""
     store = _open_store(store)
     found = []
-    for rel, _, mtime in store._walk(INDEX_DIR):
+    for rel, _, mtime in store.files.walk(INDEX_DIR):
         parts = rel.split("/")
         if len(parts) == 3 and parts[2] == "manifest.json":
-            m = store._read_json(rel)
+            m = store.files.read_json(rel)
             if m and m.get("version") == INDEX_VERSION:
                 found.append((mtime or 0, ActivationIndex(store, parts[1], m)))
     return [i for _, i in sorted(found, key=lambda t: -t[0])]
@@ -559,7 +559,7 @@ def load_index(source: str | os.PathLike | ActivationIndex, model=None, layers: 
     st = _open_store(store, storage_options)
     text = str(source)
     if len(text) == 16 and all(c in "0123456789abcdef" for c in text) and not Path(text).exists():
-        m = st._read_json(f"{INDEX_DIR}/{text}/manifest.json")
+        m = st.files.read_json(f"{INDEX_DIR}/{text}/manifest.json")
         if m is None:
             raise BlocklensError(f"no finished index {text} in {st.url} (blocklens index FOLDER builds one)")
         return ActivationIndex(st, text, m)
@@ -574,7 +574,7 @@ def load_index(source: str | os.PathLike | ActivationIndex, model=None, layers: 
         fp = model.fingerprint
     if layers is not None and model is not None:
         key = index_key(fp, [model.layer(n).name for n in layers], fkey, _preprocessing(model), _options(**options))
-        m = st._read_json(f"{INDEX_DIR}/{key}/manifest.json")
+        m = st.files.read_json(f"{INDEX_DIR}/{key}/manifest.json")
         if m is not None:
             return ActivationIndex(st, key, m)
     need = layers if layers is not None else _need
@@ -663,13 +663,13 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
     opts = _options(k, samples, seed, classes, chunk)
     key = index_key(model.fingerprint, names, fkey, _preprocessing(model), opts)
     manifest_rel = f"{INDEX_DIR}/{key}/manifest.json"
-    done = store._read_json(manifest_rel)
+    done = store.files.read_json(manifest_rel)
     if done is not None:
         say(f"index {key} of {root} is complete in {store.url}")
         return ActivationIndex(store, key, done)
 
     chunks = [list(range(s, min(s + chunk, len(images)))) for s in range(0, len(images), chunk)]
-    have = {rel.rsplit("/", 1)[1] for rel, _, _ in store._walk(f"{INDEX_DIR}/{key}/shards")}
+    have = {rel.rsplit("/", 1)[1] for rel, _, _ in store.files.walk(f"{INDEX_DIR}/{key}/shards")}
     todo = [c for c in range(len(chunks)) if f"{c:06d}.npz" not in have]
     write_in_workers = store.shared or not remote
     if threads is None and ray is None and workers > 0:
@@ -693,7 +693,7 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
 
     def on_result(job: IndexJob, res: dict) -> None:
         if res.get("data") is not None:
-            store._write_rel(_shard_rel(key, job.index), res["data"])
+            store.files.write(_shard_rel(key, job.index), res["data"])
         bar.update(len(job.images))
 
     def on_error(job: IndexJob, e: BaseException) -> None:
@@ -718,7 +718,7 @@ def _finish(store, key, model, root, images, digests, ignored, fkey, names, info
             say) -> ActivationIndex:
     shards = []
     for c in range(n_chunks):
-        data = store._read_rel(_shard_rel(key, c))
+        data = store.files.read(_shard_rel(key, c))
         if data is None:
             raise BlocklensError(f"index {key}: the shard of chunk {c} is not in {store.url} although its worker finished: "
                                  "with Ray on several machines the store must be one they all reach (an object store "
@@ -735,7 +735,7 @@ def _finish(store, key, model, root, images, digests, ignored, fkey, names, info
         layer_info[name] = {"shape": list(info.shape), "layout": info.layout, "spatial": info.spatial,
                             "signed": bool("min" in arrays and float(arrays["min"].min()) < 0),
                             "receptive_field": rf, "samples": int(len(arrays.get("s_vec", ())))}
-        store._write_rel(f"{INDEX_DIR}/{key}/{layer_slug(name)}.npz", _npz_bytes(arrays))
+        store.files.write(f"{INDEX_DIR}/{key}/{layer_slug(name)}.npz", _npz_bytes(arrays))
     if opts["classes"] > 0:
         n, t = len(images), opts["classes"]
         pidx = np.full((n, t), -1, np.int64)
@@ -744,13 +744,13 @@ def _finish(store, key, model, root, images, digests, ignored, fkey, names, info
             if len(s["ids"]) and "pred_idx" in s:
                 pidx[s["ids"], :s["pred_idx"].shape[1]] = s["pred_idx"]
                 pprob[s["ids"], :s["pred_prob"].shape[1]] = s["pred_prob"]
-        store._write_rel(f"{INDEX_DIR}/{key}/predictions.npz", _npz_bytes({"pred_idx": pidx, "pred_prob": pprob}))
+        store.files.write(f"{INDEX_DIR}/{key}/predictions.npz", _npz_bytes({"pred_idx": pidx, "pred_prob": pprob}))
     manifest = {"version": INDEX_VERSION, "key": key, "model": model.name, "fingerprint": model.fingerprint,
                 "folder": str(root), "folder_key": fkey, "images": images, "sha256": digests, "skipped": skipped, "ignored": ignored,
                 "layers": names, "layer_info": layer_info, "options": opts, "preprocessing": _preprocessing(model),
                 "input_size": model.input_size,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    store._write_rel(f"{INDEX_DIR}/{key}/manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
+    store.files.write(f"{INDEX_DIR}/{key}/manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
     say(f"index {key}: {len(images) - len(skipped)} images indexed, {len(skipped)} skipped"
         + "".join(f"\n  skipped {p}: {r}" for p, r in sorted(skipped.items())))
     return ActivationIndex(store, key, manifest)

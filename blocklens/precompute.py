@@ -492,8 +492,7 @@ def write_sprite(store: IconStore, model, layer: str, recipe: dict, present: set
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if store.sprite_bytes(model.fingerprint, group, recipe) is not None:
-                    d, rh = store._sprite_rel(model.fingerprint, group, recipe)
-                    return f"{store.url}/{d}/{rh}.json"
+                    return store.sprite_url(model.fingerprint, group, recipe)
     icons, index = layer_icons(store, model, group, recipe, present)
     if not icons:
         return None

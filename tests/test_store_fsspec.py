@@ -162,12 +162,12 @@ def test_sprite_round_trip_and_rewrite(kind, tmp_path, mem):
     store.put_sprite(fp, layer, RECIPE, _img(6, (16, 16, 3)), {"units": []})  # rewrite: the old sheet goes
     img2, index2 = store.sprite(fp, layer, RECIPE)
     assert img2.size == (16, 16) and index2["image"] != index["image"]
-    names = [rel.rsplit("/", 1)[1] for rel, _, _ in store._walk("sprites")]
+    names = [rel.rsplit("/", 1)[1] for rel, _, _ in store.files.walk("sprites")]
     assert sorted(names) == sorted([index2["image"], f"{recipe_hash(RECIPE)}.json"])
-    store._write_rel(f"sprites/{fp}/blocks.3/{index['image']}", data)  # an orphan (two writers raced)
+    store.files.write(f"sprites/{fp}/blocks.3/{index['image']}", data)  # an orphan (two writers raced)
     assert store.clean_temp(max_age_s=0) == 1 and store.sprite(fp, layer, RECIPE) is not None
 
-    store._write_rel(f"sprites/{fp}/blocks.3/{index2['image']}", b"\x89PNG damaged")
+    store.files.write(f"sprites/{fp}/blocks.3/{index2['image']}", b"\x89PNG damaged")
     with pytest.warns(CorruptIconWarning, match="sha256"):
         assert store.sprite(fp, layer, RECIPE) is None
 
