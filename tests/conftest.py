@@ -124,3 +124,17 @@ def user_pkg(tmp_path, monkeypatch):
     yield pkg.parent
     for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
         del sys.modules[name]
+
+
+@pytest.fixture
+def memory_url():
+    """A fresh ``memory://`` store URL; whatever a test wrote under it is removed afterwards."""
+    import uuid
+
+    import fsspec
+
+    url = f"memory://blocklens-test-{uuid.uuid4().hex}"
+    yield url
+    fs = fsspec.filesystem("memory")
+    if fs.exists(fs._strip_protocol(url)):
+        fs.rm(fs._strip_protocol(url), recursive=True)

@@ -1,8 +1,14 @@
-"""The icon store: keys, round trips, corruption detection, atomic writes, concurrent writers."""
+"""The icon store: keys, round trips, corruption detection, atomic writes, concurrent writers.
+
+The tests taking ``store`` run twice, on a local folder and on a ``memory://`` store (the same code path); those
+taking ``local`` check what only a local folder does (os.replace, fsync, other processes)."""
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,6 +26,7 @@ from blocklens.store import (
     CHUNK,
     RECIPE_VERSION,
     CorruptIconWarning,
+    FileInfo,
     Icon,
     IconStore,
     InvalidIconError,
@@ -38,9 +45,56 @@ def _no_home_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BLOCKLENS_CACHE", str(tmp_path / "default-cache"))
 
 
+@pytest.fixture(params=["local", "memory"])
+def store(request, tmp_path) -> IconStore:
+    """An empty store: a local folder, or a memory:// one."""
+    if request.param == "local":
+        return IconStore(tmp_path / "cache")
+    return IconStore(request.getfixturevalue("memory_url"))
+
+
 @pytest.fixture
-def store(tmp_path) -> IconStore:
+def local(tmp_path) -> IconStore:
     return IconStore(tmp_path / "cache")
+
+
+# The tests reach behind the store through its file system (os calls on a local folder, the same ones as
+# Path.read_bytes & co.; the memory dict for memory://), never through the store's own code.
+
+def _p(store: IconStore, where) -> str:
+    """The path on store.fs of a Path or URL the store gave."""
+    return store.fs._strip_protocol(str(where))
+
+
+def _read(store: IconStore, where) -> bytes:
+    return store.fs.cat_file(_p(store, where))
+
+
+def _write(store: IconStore, where, data: bytes) -> None:
+    path = _p(store, where)
+    store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    store.fs.pipe_file(path, data)
+
+
+def _exists(store: IconStore, where) -> bool:
+    return store.fs.exists(_p(store, where))
+
+
+def _names(store: IconStore, where) -> list[str]:
+    """Names of the files in the folder ``where`` (none if it does not exist)."""
+    path = _p(store, where)
+    if not store.fs.isdir(path):
+        return []
+    return sorted(p.rstrip("/").rsplit("/", 1)[1] for p in store.fs.ls(path, detail=False))
+
+
+def _age(store: IconStore, where, seconds: float) -> None:
+    """Make a file ``seconds`` old."""
+    old = time.time() - seconds
+    if store.is_local:
+        os.utime(_p(store, where), (old, old))
+    else:
+        store.fs.store[_p(store, where)].created = dt.datetime.fromtimestamp(old, dt.timezone.utc)
 
 
 def _img(seed: int = 0, shape=(16, 12, 3)) -> np.ndarray:
@@ -118,10 +172,13 @@ def test_put_get_round_trip(store):
     key = _key()
     img = _img()
     assert store.get(key) is None and key not in store and len(store) == 0
-    assert not store.root.exists()  # created lazily
+    assert not _exists(store, store.root)  # created lazily
     path = store.put(key, img, {"layer": "blocks.3", "unit": "channel:0", "recipe": RECIPE, "loss": 1.5})
-    assert path == store.path_for(key) == store.root / "icons" / key[:2] / f"{key}.png"
-    assert path.is_file()
+    if store.is_local:
+        assert path == store.path_for(key) == store.root / "icons" / key[:2] / f"{key}.png"
+    else:
+        assert path == store.path_for(key) == f"{store.url}/icons/{key[:2]}/{key}.png"
+    assert store.fs.isfile(_p(store, path))
     icon = store.get(key)
     assert isinstance(icon, Icon) and icon.key == key
     assert icon.image.dtype == np.uint8 and icon.image.shape == img.shape
@@ -192,39 +249,51 @@ def test_invalid_keys_and_meta(store):
 # ----------------------------------------------------------------------------------- corruption
 
 
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+# Each damage takes an entry file's bytes and returns the damaged bytes (written back by _damage).
+
+def _truncate(data: bytes) -> bytes:
+    return data[: len(data) // 2]
 
 
-def _garbage(path: Path) -> None:
-    path.write_bytes(os.urandom(300))
+def _garbage(data: bytes) -> bytes:
+    return os.urandom(300)
 
 
-def _alter_pixels(path: Path) -> None:
+def _png(arr: np.ndarray, info: PngImagePlugin.PngInfo | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _alter_pixels(data: bytes) -> bytes:
     """Re-save a valid PNG with one pixel changed, keeping the (now stale) metadata chunk."""
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(data)) as im:
         im.load()
         text = im.text[CHUNK]
         arr = np.array(im)
     arr[0, 0, 0] ^= 0xFF
     info = PngImagePlugin.PngInfo()
     info.add_itxt(CHUNK, text)
-    Image.fromarray(arr).save(path, format="PNG", pnginfo=info)
+    return _png(arr, info)
 
 
-def _no_metadata(path: Path) -> None:
-    with Image.open(path) as im:
+def _no_metadata(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as im:
         arr = np.array(im)
-    Image.fromarray(arr).save(path, format="PNG")
+    return _png(arr)
 
 
-def _bad_json(path: Path) -> None:
-    with Image.open(path) as im:
+def _bad_json(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as im:
         arr = np.array(im)
     info = PngImagePlugin.PngInfo()
     info.add_text(CHUNK, "{not json")
-    Image.fromarray(arr).save(path, format="PNG", pnginfo=info)
+    return _png(arr, info)
+
+
+def _damage(store: IconStore, key: str, damage) -> None:
+    path = store.path_for(key)
+    _write(store, path, damage(_read(store, path)))
 
 
 @pytest.mark.parametrize("damage, reason", [
@@ -237,13 +306,14 @@ def _bad_json(path: Path) -> None:
 def test_corrupt_entry_is_detected_moved_aside_and_rerendered(store, damage, reason):
     key = _key()
     path = store.put(key, _img(), {"n": 1})
-    damage(path)
+    _damage(store, key, damage)
     with pytest.warns(CorruptIconWarning, match=key) as rec:
         assert store.get(key) is None
     assert reason in str(rec[0].message)
-    assert not path.exists()
-    moved = list((store.root / "icons" / "corrupt").iterdir())
-    assert len(moved) == 1 and moved[0].name.startswith(key + ".") and moved[0].suffix == ".png"
+    assert not _exists(store, path)
+    moved = _names(store, store.corrupt_dir)
+    assert store.corrupt_dir == (store.root / "icons" / "corrupt" if store.is_local else f"{store.url}/icons/corrupt")
+    assert len(moved) == 1 and moved[0].startswith(key + ".") and Path(moved[0]).suffix == ".png"
     assert list(store.keys()) == [] and store.get(key) is None  # gone; no second warning
     img = _img(7)
     store.put(key, img)  # a later put works
@@ -253,8 +323,7 @@ def test_corrupt_entry_is_detected_moved_aside_and_rerendered(store, damage, rea
 def test_entry_under_wrong_key_is_detected(store):
     k0, k1 = _key(0), _key(1)
     store.put(k0, _img(0))
-    store.path_for(k1).parent.mkdir(parents=True, exist_ok=True)
-    store.path_for(k1).write_bytes(store.path_for(k0).read_bytes())
+    _write(store, store.path_for(k1), _read(store, store.path_for(k0)))
     with pytest.warns(CorruptIconWarning, match="key mismatch"):
         assert k1 not in store
     assert store.get(k0) is not None
@@ -264,9 +333,9 @@ def test_verify_reports_corrupt_entries(store):
     keys = [_key(i) for i in range(5)]
     for i, k in enumerate(keys):
         store.put(k, _img(i))
-    _truncate(store.path_for(keys[1]))
-    _garbage(store.path_for(keys[2]))
-    _alter_pixels(store.path_for(keys[4]))
+    _damage(store, keys[1], _truncate)
+    _damage(store, keys[2], _garbage)
+    _damage(store, keys[4], _alter_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # verify reports, it does not warn
         assert store.verify(quarantine=False) == {"ok": 2, "corrupt": sorted([keys[1], keys[2], keys[4]])}
@@ -275,14 +344,14 @@ def test_verify_reports_corrupt_entries(store):
     assert report == {"ok": 2, "corrupt": sorted([keys[1], keys[2], keys[4]])}
     assert sorted(store.keys()) == sorted([keys[0], keys[3]])
     assert store.verify() == {"ok": 2, "corrupt": []}
-    assert len(list((store.root / "icons" / "corrupt").iterdir())) == 3
+    assert len(_names(store, store.corrupt_dir)) == 3
 
 
 # ------------------------------------------------------------------------------------ atomicity
 
 
-def test_failed_replace_leaves_nothing(store, monkeypatch):
-    key = _key()
+def test_failed_replace_leaves_nothing(local, monkeypatch):
+    store, key = local, _key()
 
     def boom(src, dst):
         assert Path(src).name.startswith(".tmp-") and Path(src).is_file()  # fully written before the rename
@@ -300,8 +369,8 @@ def test_failed_replace_leaves_nothing(store, monkeypatch):
     assert key in store
 
 
-def test_failed_write_keeps_old_entry(store, monkeypatch):
-    key = _key()
+def test_failed_write_keeps_old_entry(local, monkeypatch):
+    store, key = local, _key()
     old = _img(1)
     store.put(key, old, {"v": "old"})
 
@@ -321,20 +390,80 @@ def test_failed_write_keeps_old_entry(store, monkeypatch):
 def test_stale_temp_files_ignored_and_cleaned(store):
     key = _key()
     store.put(key, _img())
-    shard = store.path_for(key).parent
-    stale = shard / ".tmp-999-deadbeef.png"
-    fresh = shard / ".tmp-998-cafebabe.png"
-    stale.write_bytes(b"\x89PNG half-written")
-    fresh.write_bytes(b"\x89PNG in progress")
-    old = time.time() - 7200
-    os.utime(stale, (old, old))
-    (store.root / "icons" / "corrupt").mkdir()
-    (store.root / "icons" / "corrupt" / f"{key}.20240101T000000.000000000Z.png").write_bytes(b"x")
+    shard = str(store.path_for(key)).rsplit("/", 1)[0]
+    stale = f"{shard}/.tmp-999-deadbeef.png"
+    fresh = f"{shard}/.tmp-998-cafebabe.png"
+    _write(store, stale, b"\x89PNG half-written")
+    _write(store, fresh, b"\x89PNG in progress")
+    _age(store, stale, 7200)
+    _write(store, f"{store.corrupt_dir}/{key}.20240101T000000.000000000Z.png", b"x")
     assert list(store.keys()) == [key] and len(store) == 1
     assert store.clean_temp(max_age_s=3600) == 1
-    assert not stale.exists() and fresh.exists()
-    assert store.clean_temp(max_age_s=0) == 1 and not fresh.exists()
+    assert not _exists(store, stale) and _exists(store, fresh)
+    assert store.clean_temp(max_age_s=0) == 1 and not _exists(store, fresh)
     assert store.verify() == {"ok": 1, "corrupt": []}
+
+
+# ------------------------------------------------------------------------------------ other files
+
+
+def test_files_round_trip(store):
+    """store.files: what the activation index keeps under <root>/index/, written like entries, never listed as one."""
+    f = store.files
+    assert f.read("index/abc/manifest.json") is None and f.read_json("index/abc/manifest.json") is None
+    assert list(f.walk("index")) == [] and not f.isfile("index/abc/manifest.json")
+    f.write("index/abc/manifest.json", b'{"version": 1}')
+    f.write("index/abc/shards/000000.npz", b"npz")
+    f.write("index/abc/list.json", b"[1, 2]")  # JSON, but not an object
+    f.write("index/abc/text.json", b"\xff not utf-8")
+    assert f.read("index/abc/shards/000000.npz") == b"npz" and f.read("index/abc") is None
+    assert f.read_json("index/abc/manifest.json") == {"version": 1}
+    assert f.read_json("index/abc/list.json") is None and f.read_json("index/abc/text.json") is None
+    got = sorted(f.walk("index"))
+    assert [i.rel for i in got] == ["index/abc/list.json", "index/abc/manifest.json", "index/abc/shards/000000.npz",
+                                    "index/abc/text.json"]
+    assert all(isinstance(i, FileInfo) and abs(i.mtime - time.time()) < 600 for i in got)
+    assert [i.size for i in got] == [6, 14, 3, 11]
+    assert [rel for rel, _, _ in f.walk("index/abc/shards")] == ["index/abc/shards/000000.npz"]
+    assert sorted(i.rel for i in f.walk("")) == [i.rel for i in got]
+    assert f.isfile("index/abc/manifest.json") and not f.isfile("index/abc")
+    want = store.root / "index" / "abc" / "manifest.json" if store.is_local else f"{store.url}/index/abc/manifest.json"
+    assert f.where("index/abc/manifest.json") == want and f.where() == store.root
+    assert f.remove("index/abc/list.json") and not f.remove("index/abc/list.json")
+    assert f.read("index/abc/list.json") is None
+    f.write("index/abc/manifest.json", b'{"version": 2}')  # replaced whole
+    assert f.read_json("index/abc/manifest.json") == {"version": 2}
+    assert not [i for i in f.walk("") if i.rel.rsplit("/", 1)[1].startswith(".tmp-")]
+    assert list(store.keys()) == [] and store.info()["entries"] == 0 and store.info()["temp_files"] == 0
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("/etc/passwd", "absolute"),
+    ("../outside", "'..'"),
+    ("index/../../outside", "'..'"),
+    ("index//x", "empty name"),
+    ("index/x/", "empty name"),
+    ("./x", "'.'"),
+    ("", "empty"),
+    ("index\\..\\x", "'\\\\'"),
+    ("C:/x", "':'"),
+    ("index/*", "'*'"),
+    ("a\0b", "'\\x00'"),
+])
+def test_files_refuse_paths_that_could_leave_the_root(store, bad, why):
+    f = store.files
+    calls = [lambda: f.read(bad), lambda: f.read_json(bad), lambda: f.write(bad, b"x"), lambda: f.remove(bad),
+             lambda: f.isfile(bad), lambda: f.move("index/a", bad), lambda: f.move(bad, "index/a")]
+    if bad:  # "" is the root itself for walk() and where()
+        calls += [lambda: list(f.walk(bad)), lambda: f.where(bad)]
+    for call in calls:
+        with pytest.raises(InvalidIconError, match=re.escape(f"invalid store file path {bad!r}")) as e:
+            call()
+        assert why in str(e.value) and "relative path of '/'-separated names" in str(e.value)
+        assert isinstance(e.value, BlocklensError) and isinstance(e.value, ValueError)
+    with pytest.raises(InvalidIconError, match="must be a str, got PosixPath|must be a str, got WindowsPath"):
+        f.read(Path("index/x"))
+    assert not _exists(store, store.root)  # nothing was written anywhere
 
 
 # ---------------------------------------------------------------------------------- concurrency
@@ -364,7 +493,7 @@ def _check_all(store: IconStore, workers: int, n: int) -> None:
                 np.testing.assert_array_equal(mine.image, _img(1000 + i))
     assert len(store) == n * (workers + 1)
     assert store.verify() == {"ok": n * (workers + 1), "corrupt": []}
-    leftovers = [p for p in (store.root / "icons").rglob("*") if p.name.startswith(".tmp-")]
+    leftovers = [p for p in store.fs.find(_p(store, store.icons_dir)) if p.rsplit("/", 1)[1].startswith(".tmp-")]
     assert leftovers == []
 
 
@@ -411,9 +540,10 @@ for i in range(n):
 """
 
 
-def test_concurrent_processes(store, tmp_path):
+def test_concurrent_processes(local, tmp_path):
     import blocklens
 
+    store = local
     workers, n = 2, 20
     src = str(Path(blocklens.__file__).parent)
     go = tmp_path / "go"

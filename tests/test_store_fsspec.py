@@ -6,11 +6,9 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 import warnings
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pytest
 from fsspec.implementations.local import LocalFileSystem
@@ -34,12 +32,8 @@ def _no_home_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def mem() -> IconStore:
-    url = f"memory://blocklens-test-{uuid.uuid4().hex}"
-    yield IconStore(url)
-    fs = fsspec.filesystem("memory")
-    if fs.exists(fs._strip_protocol(url)):
-        fs.rm(fs._strip_protocol(url), recursive=True)
+def mem(memory_url) -> IconStore:
+    return IconStore(memory_url)
 
 
 def _img(seed: int = 0, shape=(16, 12, 3)) -> np.ndarray:
@@ -149,6 +143,9 @@ def test_sprite_round_trip_and_rewrite(kind, tmp_path, mem):
     sheet = _img(5, (32, 48, 3))
     url = store.put_sprite(fp, layer, RECIPE, sheet, {"model": "m", "columns": 3, "units": [{"index": 0}]})
     assert url.endswith(f"sprites/{fp}/blocks.3/{recipe_hash(RECIPE)}.json")
+    assert store.sprite_url(fp, layer, RECIPE) == store.sprite_url(fp, layer, recipe_hash(RECIPE)) == url
+    assert url == (str(tmp_path / "sp" / "sprites" / fp / "blocks.3" / f"{recipe_hash(RECIPE)}.json") if kind == "local"
+                   else f"{mem.url}/sprites/{fp}/blocks.3/{recipe_hash(RECIPE)}.json")
     img, index = store.sprite(fp, layer, RECIPE)
     np.testing.assert_array_equal(np.asarray(img), sheet)
     assert index["layer"] == layer and index["recipe"] == RECIPE and index["columns"] == 3
@@ -172,14 +169,19 @@ def test_sprite_round_trip_and_rewrite(kind, tmp_path, mem):
         assert store.sprite(fp, layer, RECIPE) is None
 
 
-def test_sprite_names_are_safe(mem):
+@pytest.mark.parametrize("kind", ["local", "memory"])
+def test_sprite_names_are_safe(kind, tmp_path, mem):
+    store = IconStore(tmp_path / "sp") if kind == "local" else mem
     assert layer_slug("blocks.3") == "blocks.3" and layer_slug("<output>") == "_output_"
     assert layer_slug("..") == "_.." and "/" not in layer_slug("a/../../b")
     for bad in ["", "..", "a/b"]:
         with pytest.raises(InvalidIconError):
-            mem.put_sprite(bad, "blocks.3", RECIPE, _img(), {})
+            store.put_sprite(bad, "blocks.3", RECIPE, _img(), {})
+        with pytest.raises(InvalidIconError, match="model fingerprint"):
+            store.sprite_url(bad, "blocks.3", RECIPE)
     with pytest.raises(InvalidIconError, match="recipe hash"):
-        mem.sprite("fp", "blocks.3", "not-a-hash")
+        store.sprite("fp", "blocks.3", "not-a-hash")
+    assert store.sprites() == [] and list(store.files.walk("")) == []  # nothing written
 
 
 # ------------------------------------------------------------------------------- kill -9 mid-write

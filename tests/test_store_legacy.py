@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 import warnings
 from pathlib import Path
 
@@ -29,16 +28,13 @@ def legacy(request, tmp_path) -> IconStore:
         shutil.copytree(src, tmp_path / "legacy")
         old = time.time() - 7200
         os.utime(tmp_path / "legacy" / EXPECTED["temp"], (old, old))
-        yield IconStore(tmp_path / "legacy")
-        return
-    url = f"memory://blocklens-legacy-{uuid.uuid4().hex}"
+        return IconStore(tmp_path / "legacy")
+    url = request.getfixturevalue("memory_url")
     fs = fsspec.filesystem("memory")
-    base = fs._strip_protocol(url)
     for p in src.rglob("*"):
         if p.is_file():
-            fs.pipe_file(f"{base}/{p.relative_to(src).as_posix()}", p.read_bytes())
-    yield IconStore(url)
-    fs.rm(base, recursive=True)
+            fs.pipe_file(f"{fs._strip_protocol(url)}/{p.relative_to(src).as_posix()}", p.read_bytes())
+    return IconStore(url)
 
 
 def test_every_entry_reads_back_exactly(legacy):
