@@ -329,6 +329,31 @@ def test_entry_under_wrong_key_is_detected(store):
     assert store.get(k0) is not None
 
 
+def test_corrupt_entry_replaced_while_read_is_not_moved_aside(store, monkeypatch):
+    """A put that lands between reading a corrupt entry and moving it aside wins: the stamp (inode and mtime on a
+    local folder, the bytes elsewhere) no longer matches, so the new entry is read again, not thrown away."""
+    key = _key()
+    store.put(key, _img(1))
+    _damage(store, key, _truncate)
+    real = store.files.read_stamped
+    calls = []
+
+    def read_then_put(rel, max_bytes):
+        got = real(rel, max_bytes)
+        if not calls:  # a concurrent writer replaces the entry right after the first read
+            store.put(key, _img(2), {"v": "new"})
+        calls.append(rel)
+        return got
+
+    monkeypatch.setattr(store.files, "read_stamped", read_then_put)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not corrupt in the end: no warning
+        icon = store.get(key)
+    assert len(calls) == 2 and icon is not None and icon.meta["v"] == "new"
+    np.testing.assert_array_equal(icon.image, _img(2))
+    assert _names(store, store.corrupt_dir) == [] and list(store.keys()) == [key]
+
+
 def test_verify_reports_corrupt_entries(store):
     keys = [_key(i) for i in range(5)]
     for i, k in enumerate(keys):
