@@ -74,7 +74,7 @@ def main():
         except Exception as err:
             row["explain"] = short(err)
             try:
-                from blocklens.explain import default_layers
+                from blocklens.recipes import default_layers
 
                 row["default"] = ", ".join(default_layers(m))
             except Exception as err2:

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 import blocklens as bl
-from blocklens.analyses.grid import DEFAULT_COSSIM_POW, activation_grid, cell_fidelity
+from blocklens.optvis.grid import DEFAULT_COSSIM_POW, activation_grid, cell_fidelity
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ them: specificity (own unit highest on its own icon among the 32), strength (own
 RMS contrast, colourfulness, spectrum slope and high-frequency energy (photographs' figures at the same size on
 the last line). Seconds per icon are wall-clock on this machine, all rows in one run: compare rows, not runs.
 
-Recipes (see blocklens.explain.PRESETS and blocklens.optvis.render):
+Recipes (see blocklens.recipes.PRESETS and blocklens.optvis.render):
 - ``old quick``: the quick preset before this bench (56 px, 48 steps, Lucid's 1/f Fourier image, no contrast ramp).
 - ``phase``: MACO-style phase-only image with the natural spectrum of the bundled photographs (56 px, 48 steps).
 - ``+contrast``: the Fourier image standardized per colour channel to a photograph's contrast, ramped in over the
@@ -73,7 +73,7 @@ def main():
     ap.add_argument("--reference", action="store_true", help="also the 128 px / 512-step recipes")
     ap.add_argument("--rows", help="comma-separated recipe names to run (default: all quick-sized ones)")
     args = ap.parse_args()
-    from blocklens.explain import PRESETS
+    from blocklens.recipes import PRESETS
 
     assert RECIPES["quick"] == PRESETS["quick"]["icons"], "the bench's quick row must be the quick preset"
     model = bl.load_model()

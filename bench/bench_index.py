@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from blocklens.images import bundled_images
-from blocklens.index import build_index
+from blocklens.dataset.index import build_index
 
 LAYERS = ["blocks.7", "blocks.11"]
 

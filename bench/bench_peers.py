@@ -3,7 +3,7 @@
 Rows (one process, one run each, cheap rows first so machine noise hits every method alike):
 
 - **ours quick / ours default**: ``blocklens.optvis.render.render`` with the render options of
-  ``blocklens.explain.PRESETS[name]["icons"]`` (read at run time, so the rows follow the package), all channels in
+  ``blocklens.recipes.PRESETS[name]["icons"]`` (read at run time, so the rows follow the package), all channels in
   one batch, ``same_init=True``. The default preset is expensive on a CPU; ``--default-steps`` caps its steps.
 - **Lucent** (torch-lucent 0.1.8) ``render_vis`` with its default transforms and optimizer (Adam, lr 0.05) and
   its FFT + decorrelated parameterization, all channels in one batch (``param.image(size, batch=n)`` with the
@@ -57,7 +57,7 @@ from torch import nn
 
 import blocklens as bl
 from blocklens import quality
-from blocklens.explain import PRESETS
+from blocklens.recipes import PRESETS
 from blocklens.optvis.render import render
 from blocklens.sheet import contact_sheet
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import blocklens as bl
 from blocklens import quality
-from blocklens.explain import PRESETS
+from blocklens.recipes import PRESETS
 from blocklens.sheet import contact_sheet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,23 +4,24 @@
 >>> model = bl.load_model("efficientnet_lite0")
 >>> model.predict(bl.bundled_image("chelsea"), top=3)        # doctest: +SKIP
 """
-from .analyses.atlas import ActivationAtlas, activation_atlas
-from .analyses.attribution import ChannelAttribution, SpatialAttribution, channel_attribution, spatial_attribution
-from .analyses.examples import DatasetExamples, dataset_examples
-from .analyses.dictionary import SemanticDictionary, semantic_dictionary
-from .analyses.grid import ActivationGrid, activation_grid
-from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
+from .analyses.attribution import ChannelAttribution, SpatialAttribution, spatial_attribution
+from .analyses.dictionary import SemanticDictionary
+from .analyses.groups import NeuronGroups, group_attribution
+from .blocks import channel_attribution, neuron_groups, semantic_dictionary
+from .dataset.atlas import ActivationAtlas, activation_atlas
+from .dataset.examples import DatasetExamples, dataset_examples
+from .dataset.index import ActivationIndex, build_index, load_index
 from .errors import BlocklensError, CostError
 from .explain import Explanation, explain
 from .iconcache import icons
 from .images import bundled_image, load_image
-from .index import ActivationIndex, build_index, load_index
 from .models import Model, list_models, load_model, wrap
 from .optvis import objectives
+from .optvis.grid import ActivationGrid, activation_grid
 from .optvis.render import render
 from .store import IconStore
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 __all__ = ["ActivationAtlas", "ActivationGrid", "ActivationIndex", "DatasetExamples", "activation_atlas", "build_index",
            "dataset_examples", "load_index", "BlocklensError", "ChannelAttribution", "CostError", "Explanation", "IconStore", "Model",

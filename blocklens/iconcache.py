@@ -12,22 +12,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import BlocklensError
-from .optvis.render import DEFAULTS, render
+from .optvis.render import render
 from .optvis.targets import Target, channel_target, logit_target, parse_target
+from .recipes import PRESETS, default_preset, recipe_for
 from .store import Icon, IconStore, icon_key
-
-RECIPE_KEYS = ("size", "steps", "lr", "seed", "param", "decorrelate", "transforms", "rescue_steps", "through_cap",
-               "decay_power", "contrast")
-
-
-def recipe_for(**overrides) -> dict:
-    """The full recipe (render defaults with ``overrides``) that icon keys are made of."""
-    unknown = set(overrides) - set(RECIPE_KEYS)
-    if unknown:
-        raise BlocklensError(f"unknown recipe option(s) {sorted(unknown)}; valid: {', '.join(RECIPE_KEYS)}")
-    recipe = {k: DEFAULTS[k] for k in RECIPE_KEYS}
-    recipe.update({k: v for k, v in overrides.items() if v is not None})
-    return recipe
 
 
 def _targets(model, layer_or_targets, units) -> list[Target]:
@@ -76,11 +64,9 @@ def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None
     ``store``: an :class:`IconStore`, a folder, None for the default store, or False to render without caching.
     ``refresh=True`` re-renders and overwrites. ``on_batch(done, total)`` is called before the first render and
     after each batch (``total`` counts only the icons that had to be rendered), for progress in other front ends.
-    The recipe is ``preset``'s (default: :func:`~blocklens.explain.default_preset`, "quick" on a CPU and
+    The recipe is ``preset``'s (default: :func:`~blocklens.recipes.default_preset`, "quick" on a CPU and
     "default" on a GPU, as every entry point) with single options (``size``, ``steps``, ``seed``, ...) overridden.
     """
-    from .explain import PRESETS, default_preset
-
     if batch < 1:
         raise BlocklensError(f"batch must be at least 1, got {batch}")
     if preset is not None and preset not in PRESETS:

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import base64
 import io
 import os
 import warnings
@@ -118,3 +119,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def png_data_uri(img, fmt: str = "PNG", **save) -> str:
+    """A PIL image as a ``data:`` URI (PNG, or JPEG/WEBP where asked)."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **save)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -19,7 +19,6 @@ report (:meth:`IconStore.sprite`). Class icons form one sheet under the layer na
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import re
 import secrets
@@ -27,7 +26,6 @@ import socket
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -35,7 +33,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import BlocklensError
-from .iconcache import icon_key_for, recipe_for, render_batch
+from .iconcache import icon_key_for, render_batch
+from .jobs import (default_threads, describe_error, driver_model, parent_alive, run_jobs, use_threads,
+                   worker_model)
+from .recipes import PRESETS, default_layers, default_preset, recipe_for
 from .store import Icon, IconStore, recipe_hash
 
 __all__ = ["PlannedUnit", "Job", "parse_units", "parse_shard", "plan", "precompute", "write_sprite", "layer_icons",
@@ -123,19 +124,11 @@ def parse_units(spec: str | Iterable[str] | None, n: int, what: str = "channel",
     return list(dict.fromkeys(out))
 
 
-def default_precompute_layers(model) -> list[str]:
-    """The layers the report uses (:func:`blocklens.explain.default_layers`): what ``precompute`` renders
-    when no layer is named."""
-    from .explain import default_layers
-
-    return default_layers(model)
-
-
 def plan(model, layers: Sequence[str] | None = None, units: str | Sequence[str] | None = None,
          logits: str | Sequence[str] | None = None, recipe: dict | None = None) -> list[PlannedUnit]:
     """Every unit to precompute, in order (layers as given, then classes), without repeats.
 
-    ``layers``: layer names (default: :func:`default_precompute_layers`, unless only ``logits`` are asked
+    ``layers``: layer names (default: :func:`~blocklens.recipes.default_layers`, the report's, unless only ``logits`` are asked
     for); ``units``: which units of each layer (:func:`parse_units`; default all channels); ``logits``: class
     indices (``"all"``, ``"0-9"``...), default none. ``recipe``: the full recipe (:func:`recipe_for`; default: the
     device's preset, as :func:`blocklens.icons`).
@@ -143,11 +136,9 @@ def plan(model, layers: Sequence[str] | None = None, units: str | Sequence[str] 
     from .optvis.targets import channel_target, logit_target, neuron_target
 
     if recipe is None:
-        from .explain import PRESETS, default_preset
-
         recipe = recipe_for(**PRESETS[default_preset(model)]["icons"])
     if layers is None:
-        layers = [] if logits is not None else default_precompute_layers(model)
+        layers = [] if logits is not None else default_layers(model)
     out: dict[str, PlannedUnit] = {}
     for name in layers:
         info = model.layer(name)
@@ -193,73 +184,6 @@ def _batches(units: Sequence[PlannedUnit], batch: int) -> list[list[PlannedUnit]
 
 # -------------------------------------------------------------------------------------------- worker
 
-_STATE: dict[str, Any] = {"models": {}}
-
-
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this worker when the process that started it dies (kill -9 included),
-    so that an orphan never keeps writing to the store behind a resumed run."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:  # pragma: no cover - best effort
-        pass
-
-
-def _init_worker(threads: int | None, devices, parent: int) -> None:
-    """Initializer of a local worker process: torch threads, its device, and death with its parent."""
-    _STATE["parent"] = parent
-    _die_with_parent()
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-        _STATE["threads"] = threads
-    try:
-        _STATE["device"] = devices.get(timeout=30)
-    except Exception:  # pragma: no cover
-        _STATE["device"] = None
-
-
-def _parent_alive() -> bool:
-    parent = _STATE.get("parent")
-    return parent is None or os.getppid() == parent
-
-
-def _worker_model(job: Job):
-    import torch
-
-    device = job.device or _STATE.get("device")
-    if not device or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    cache_key = (job.model, job.weights, job.fingerprint, device)
-    model = _STATE["models"].get(cache_key)
-    if model is None:
-        if job.loader is not None:
-            model = job.loader()
-            if device != "cpu" and hasattr(model, "module"):
-                model.module.to(device)
-        else:
-            from .models import load_model
-
-            from .models.spec import RandomWeightsWarning
-
-            with warnings.catch_warnings():  # the driver has said so already
-                warnings.simplefilter("ignore", RandomWeightsWarning)
-                model = load_model(job.model, weights=job.weights, device=device)  # rebuilt from the spec
-        if model.fingerprint != job.fingerprint:
-            raise BlocklensError(f"the worker's model {job.model!r} has weight fingerprint {model.fingerprint}, but "
-                                 f"the plan is for {job.fingerprint}: install the same weights on every machine")
-        _STATE["models"][cache_key] = model
-    return model
-
 
 def _execute(job: Job, model, store: IconStore | None) -> dict:
     """Render one batch (minus what the store got meanwhile) and put (or return) its icons."""
@@ -279,7 +203,7 @@ def _execute(job: Job, model, store: IconStore | None) -> dict:
                 raise BlocklensError(f"unit {u.spec} keys differently in the worker than in the plan: "
                                      "different blocklens versions?")
         rendered = render_batch(model, targets, job.recipe, progress=False, desc=f"batch {job.index}")
-        if not _parent_alive():  # the run was killed: write nothing behind its back
+        if not parent_alive():  # the run was killed: write nothing behind its back
             os._exit(1)
         for u, (pixels, meta) in zip(todo, rendered):
             meta["run"] = job.run
@@ -294,119 +218,10 @@ def _execute(job: Job, model, store: IconStore | None) -> dict:
 
 def run_batch(job: Job) -> dict:
     """Worker entry point (local process or Ray task): render ``job`` and put its icons into the store."""
-    import torch
-
-    if job.threads and _STATE.get("threads") != job.threads:
-        torch.set_num_threads(job.threads)
-        _STATE["threads"] = job.threads
-    model = _worker_model(job)
+    use_threads(job.threads)
+    model = worker_model(job)
     store = IconStore(job.store, storage_options=job.storage_options) if (job.write or job.recheck) else None
     return _execute(job, model, store)
-
-
-# -------------------------------------------------------------------------------------------- backends
-
-
-def _local_devices(device: str | None, workers: int) -> list[str | None]:
-    import torch
-
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        n = torch.cuda.device_count()
-        if n == 0:
-            raise BlocklensError("device 'cuda' was asked for but torch sees no GPU here")
-        return [f"cuda:{i % n}" for i in range(workers)]
-    return [device] * workers
-
-
-def _run_local(jobs: list, workers: int, threads: int | None, device: str | None, on_result, on_error,
-               fn: Callable = None) -> None:
-    """Run ``fn(job)`` (default :func:`run_batch`) for each job on ``workers`` spawned processes."""
-    fn = fn or run_batch
-    ctx = multiprocessing.get_context("spawn")
-    devices = ctx.Queue()
-    for d in _local_devices(device, workers):
-        devices.put(d)
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, devices, os.getpid()))
-    try:
-        futures = {ex.submit(fn, job): job for job in jobs}
-        for fut in as_completed(futures):
-            job = futures[fut]
-            try:
-                res = fut.result()
-            except Exception as e:
-                on_error(job, e)
-            else:
-                on_result(job, res)
-    except BaseException:
-        ex.shutdown(wait=False, cancel_futures=True)
-        raise
-    ex.shutdown(wait=True)
-
-
-def run_jobs(jobs: list, *, ray: str | None, workers: int, threads: int | None, device: str | None,
-             gpus_per_task: float, ray_init: dict | None, on_result, on_error, fn: Callable, execute: Callable) -> None:
-    """Run every job where asked: Ray tasks (``ray``), ``workers`` spawned processes, or here one by one with
-    ``execute(job)``; ``on_result(job, result)`` / ``on_error(job, exception)`` for each, in this process."""
-    if not jobs:
-        return
-    if ray is not None:
-        _run_ray(jobs, ray, threads, gpus_per_task, on_result, on_error, ray_init, fn=fn)
-    elif workers > 0:
-        _run_local(jobs, workers, threads, device, on_result, on_error, fn=fn)
-    else:
-        for job in jobs:
-            try:
-                res = execute(job)
-            except Exception as e:
-                on_error(job, e)
-            else:
-                on_result(job, res)
-
-
-def _run_ray(jobs: list, address: str, threads: int | None, gpus_per_task: float, on_result, on_error,
-             ray_init: dict | None = None, fn: Callable = None) -> None:
-    """Run ``fn(job)`` (default :func:`run_batch`) for each job as a Ray task."""
-    fn = fn or run_batch
-    try:
-        import ray
-    except ImportError:
-        raise BlocklensError("--ray needs Ray, an optional dependency: pip install 'blocklens[ray]'") from None
-    started = False
-    if not ray.is_initialized():
-        kw = dict(ray_init or {})
-        kw.setdefault("log_to_driver", False)
-        if address in (None, "", "local"):
-            kw.setdefault("include_dashboard", False)
-            ray.init(**kw)
-        else:
-            ray.init(address=address, **kw)
-        started = True
-    task = ray.remote(fn).options(num_cpus=threads or 1, num_gpus=gpus_per_task or 0)
-    pending = {task.remote(job): job for job in jobs}
-    try:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                job = pending.pop(ref)
-                try:
-                    res = ray.get(ref)
-                except Exception as e:
-                    on_error(job, e)
-                else:
-                    on_result(job, res)
-    except BaseException:
-        for ref in pending:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:
-                pass
-        raise
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # -------------------------------------------------------------------------------------------- sprites
@@ -525,11 +340,6 @@ def export_layer(store: IconStore, model, layer: str, recipe: dict, out: str | o
 # ---------------------------------------------------------------------------------------------- run
 
 
-def _describe(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}".strip()
-    return text if len(text) < 2000 else text[:2000] + "..."
-
-
 def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None = None,
                units: str | Sequence[str] | None = None, logits: str | Sequence[str] | None = None, *,
                store: IconStore | str | os.PathLike | None = None, storage_options: dict | None = None,
@@ -566,8 +376,6 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
     start-up included; ``first_result_seconds`` is when the first batch came back), per layer the same
     counts and its ``sprite``, and the ``run`` id that this run's icons carry in their metadata.
     """
-    from .models import load_model
-
     t_start = time.perf_counter()
     say = log or (lambda msg: None)
     if batch < 1:
@@ -578,28 +386,12 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
         raise BlocklensError(f"threads must be at least 1, got {threads}")
     if device not in (None, "auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise BlocklensError(f"device must be auto, cpu or cuda, got {device!r}")
-    from .explain import PRESETS, default_preset
-
     # the recipe of bl.icons on the device the icons render on: quick on a CPU, default on a GPU
     on = "quick" if device == "cpu" else "default" if device and str(device).startswith("cuda") else default_preset()
     recipe = recipe_for(**{**PRESETS[on]["icons"], **recipe_overrides})
     remote = ray is not None or workers > 0
-    weights = str(weights) if weights is not None else None
-    if isinstance(model, str):
-        model_name = spec = model
-        if loader is not None:
-            model = loader()
-        else:  # in this process, on the device asked for; workers load their own copy from the spec
-            model = load_model(model, weights=weights, device="cpu" if remote else _local_devices(device, 1)[0])
-    else:
-        model_name = model.name
-        spec = getattr(model, "spec", None)
-        if spec is not None and weights is None:
-            weights = getattr(model, "weights", None)
-    if remote and loader is None and spec is None:
-        raise BlocklensError(f"model {model_name!r} is not a zoo model nor loaded from a spec (bl.load_model), so "
-                             "workers cannot build it: pass loader= (a picklable function returning it) or "
-                             "workers=0")
+    model_name = model if isinstance(model, str) else model.name
+    model, spec, weights = driver_model(model, loader=loader, weights=weights, device=device, remote=remote)
     if not isinstance(store, IconStore):
         store = IconStore(store, storage_options=storage_options)
     if ray is not None and device == "cuda" and not gpus_per_task:
@@ -633,8 +425,7 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
 
     run = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
     write_in_workers = store.shared or not remote
-    if threads is None and ray is None and workers > 0:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = default_threads(threads, workers, ray)
     jobs = [Job(i, b, spec or model_name, model.fingerprint, recipe, store.url, dict(store.storage_options),
                 write=write_in_workers, recheck=write_in_workers, run=run,
                 device=None if device in (None, "auto") or ray is None else device, threads=threads, loader=loader,
@@ -672,8 +463,8 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
         try:
             url = write_sprite(store, model, group, recipe, present)
         except Exception as e:  # a sheet is a convenience: report it, keep the run going
-            summary["errors"].append({"sprite": group, "error": _describe(e)})
-            say(f"sprite of {group} failed: {_describe(e)}")
+            summary["errors"].append({"sprite": group, "error": describe_error(e)})
+            say(f"sprite of {group} failed: {describe_error(e)}")
             return
         summary["sprites"][group] = url
         if group in per_layer:
@@ -727,8 +518,8 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
         for u in job.units:
             per_layer[u.group or u.layer]["failed"] += 1
         summary["errors"].append({"batch": job.index, "layer": job.units[0].layer,
-                                  "units": [u.spec for u in job.units], "error": _describe(e)})
-        say(f"batch {job.index} ({job.units[0].spec}..) failed: {_describe(e)}")
+                                  "units": [u.spec for u in job.units], "error": describe_error(e)})
+        say(f"batch {job.index} ({job.units[0].spec}..) failed: {describe_error(e)}")
         bar.update(len(job.units))
         finish(job)
 

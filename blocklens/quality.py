@@ -160,7 +160,7 @@ def _unit_values(model, targets, x: torch.Tensor) -> np.ndarray:
 
 def _caps(model, targets) -> list[float | None]:
     """The clip value of each target's layer when its output is clipped above (ReLU6, Hardtanh), else None."""
-    from .optvis.rescue import _upper
+    from .optvis.rescue import rectifier_cap
 
     from .optvis import objectives as obj
 
@@ -168,7 +168,7 @@ def _caps(model, targets) -> list[float | None]:
     caps = []
     for t in targets:
         m = modules.get(model.layer(t.layer).module) if t.layer != obj.OUTPUT else None
-        up = _upper(m) if m is not None else False
+        up = rectifier_cap(m) if m is not None else False
         caps.append(up if isinstance(up, float) else None)
     return caps
 

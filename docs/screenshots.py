@@ -32,7 +32,7 @@ def start_app(preset):
 
     import uvicorn
 
-    from blocklens.web.server import create_app
+    from blocklens.app import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -41,7 +41,7 @@ def live_server(tiny_explanation):
 
     import uvicorn
 
-    from blocklens.web.server import BlocklensApp, create_app
+    from blocklens.app import BlocklensApp, create_app
 
     _, store = tiny_explanation
     state = BlocklensApp(store=store, icon_recipe=TINY_ICONS, grid_recipe=TINY_GRID)  # preset by device, as the explanation

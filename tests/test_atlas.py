@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import blocklens as bl
-from blocklens.analyses.atlas import whitening
+from blocklens.dataset.atlas import whitening
 from blocklens.errors import BlocklensError
-from blocklens.index import prepared
+from blocklens.dataset.index import prepared
 from test_index import make_folder
 
 pytest.importorskip("umap")
@@ -92,12 +92,12 @@ def test_atlas_cells_bin_the_layout_and_carry_their_class_evidence(atlas, index,
 def test_atlas_icons_come_through_the_store(atlas, index, lite0, store, monkeypatch):
     assert all(c.icon is not None and store.exists(c.key) for c in atlas.cells)
     assert len({c.key for c in atlas.cells}) == len(atlas.cells)
-    import blocklens.optvis.render as render_mod
+    import blocklens.iconcache as iconcache
 
     def no_render(*a, **k):
         raise AssertionError("rendered although the store holds every icon")
 
-    monkeypatch.setattr(render_mod, "render", no_render)
+    monkeypatch.setattr(iconcache, "render", no_render)
     again = bl.activation_atlas(lite0, "blocks.11", index, grid=6, min_points=3, store=store, progress=False, **TINY)
     assert [c.key for c in again.cells] == [c.key for c in atlas.cells]  # UMAP with a fixed random_state
     assert [(c.row, c.col, c.samples) for c in again.cells] == [(c.row, c.col, c.samples) for c in atlas.cells]
@@ -167,9 +167,10 @@ def test_cli_explain_examples_puts_them_in_the_report(tiny_explanation, folder, 
     from blocklens.cli import main
     from conftest import TINY_GRID, TINY_ICONS
 
-    explain_mod = sys.modules["blocklens.explain"]
-    monkeypatch.setitem(explain_mod.PRESETS, "quick", {"icons": TINY_ICONS, "grid": TINY_GRID,
-                                                       "group_counts": explain_mod.PRESETS["default"]["group_counts"]})
+    from blocklens import recipes
+
+    monkeypatch.setitem(recipes.PRESETS, "quick", {"icons": TINY_ICONS, "grid": TINY_GRID,
+                                                   "group_counts": recipes.PRESETS["default"]["group_counts"]})
     expl, store = tiny_explanation
     mine = tmp_path / "store"
     shutil.copytree(store, mine)  # a copy: the app tests expect no index in the session's store

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import blocklens as bl
-from blocklens.analyses.attribution import channel_attribution, spatial_attribution
+from blocklens.analyses.attribution import spatial_attribution
+from blocklens.blocks import channel_attribution
 from blocklens.analyses.common import prepare
 from blocklens.errors import BlocklensError, UnknownNameError
 

@@ -261,7 +261,7 @@ def test_notebook_output_shows_the_views(page, console, tiny_explanation):
 def test_report_cuts_icons_from_a_layer_sprite_sheet(page, console, lite0, tiny_explanation, tmp_path):
     import shutil
 
-    from blocklens.iconcache import recipe_for
+    from blocklens.recipes import recipe_for
     from blocklens.precompute import write_sprite
     from blocklens.store import IconStore
     from conftest import TINY_ICONS

@@ -49,7 +49,7 @@ def test_atlas_hover_shows_class_evidence_and_examples(page, console, atlas_page
 
 
 def test_report_icon_hover_shows_its_dataset_examples(page, console, tiny_explanation, photos, lite0, tmp_path):
-    from blocklens.web.report import examples_data
+    from blocklens.dataset.examples import examples_data
 
     expl, store = tiny_explanation
     idx = bl.build_index(photos, lite0, [lr.layer for lr in expl.layers], store=tmp_path / "ix", k=5, classes=0,

@@ -1,21 +1,18 @@
 """``blocklens explain``: the report from the command line, warm from a store, and its errors."""
 import re
-import sys
 
 import pytest
 
-import blocklens.explain  # noqa: F401  (the module; the package's ``explain`` name is the function)
+from blocklens import recipes
 from blocklens.cli import main
 from conftest import TINY_GRID, TINY_ICONS
-
-explain_mod = sys.modules["blocklens.explain"]
 
 
 @pytest.fixture
 def tiny_quick(monkeypatch):
     # the quick preset shrunk to the tiny recipes the session's tiny explanation used (so its store is warm)
-    monkeypatch.setitem(explain_mod.PRESETS, "quick", {"icons": TINY_ICONS, "grid": TINY_GRID,
-                                                       "group_counts": explain_mod.PRESETS["quick"]["group_counts"]})
+    monkeypatch.setitem(recipes.PRESETS, "quick", {"icons": TINY_ICONS, "grid": TINY_GRID,
+                                                   "group_counts": recipes.PRESETS["quick"]["group_counts"]})
 
 
 def test_explain_writes_a_report_from_a_warm_store(capsys, tiny_explanation, tiny_quick, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import blocklens as bl
-from blocklens.analyses.dictionary import semantic_dictionary
+from blocklens.blocks import semantic_dictionary
 from blocklens.errors import BlocklensError
 
 

@@ -46,7 +46,7 @@ def test_json_and_save(explained, tmp_path):
 def test_warm_run_renders_nothing(explained, lite0, monkeypatch):
     e, store = explained
     import blocklens.iconcache as ic
-    import blocklens.analyses.grid as grid_mod
+    import blocklens.optvis.grid as grid_mod
 
     def fail(*a, **k):
         raise AssertionError("a warm explain must not render")

@@ -10,7 +10,8 @@ from blocklens.analyses.attribution import (channel_attribution, class_gradients
                                            spatial_attribution)
 from blocklens.analyses.common import prepare
 from blocklens.analyses.groups import group_attribution, neuron_groups
-from blocklens.explain import ATTRIBUTION, default_layers
+from blocklens.explain import ATTRIBUTION
+from blocklens.recipes import default_layers
 
 PHOTOS = [("dog", 249), ("chelsea", 282), ("collies", 232)]
 

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 import blocklens as bl
-from blocklens.analyses import grid as gridmod
-from blocklens.analyses.grid import ActivationGrid, GridImage, activation_grid, cell_fidelity, min_cell
+from blocklens.optvis import grid as gridmod
+from blocklens.optvis.grid import ActivationGrid, GridImage, activation_grid, cell_fidelity, min_cell
 from blocklens.errors import BlocklensError
 
 from test_probe import all_hooks

@@ -8,7 +8,8 @@ import torch
 
 import blocklens as bl
 from blocklens.analyses.colors import BACKGROUND, blend, group_colors, oklab_to_linear_srgb
-from blocklens.analyses.groups import NeuronGroups, group_attribution, neuron_groups
+from blocklens.analyses.groups import NeuronGroups, group_attribution
+from blocklens.blocks import neuron_groups
 from blocklens.errors import BlocklensError, UnknownNameError
 
 WIDE = "blocks.9.expand.act"   # post-ReLU6, 672 channels at 14x14

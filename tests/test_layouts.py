@@ -244,7 +244,7 @@ def test_explain_numbers_on_every_layout(request, name):
 
 def test_default_layers_are_blocks_with_a_sensible_grid(convnext, swin, vit):
     assert bl.explain.__module__  # the function, not the module
-    from blocklens.explain import default_layers
+    from blocklens.recipes import default_layers
 
     for model in (convnext, swin, vit):
         for name in default_layers(model):

@@ -19,7 +19,8 @@ import torch
 import blocklens as bl
 from blocklens.cli import main
 from blocklens.errors import BlocklensError
-from blocklens.iconcache import icon_key_for, recipe_for
+from blocklens.iconcache import icon_key_for
+from blocklens.recipes import recipe_for
 from blocklens.optvis.targets import channel_target, logit_target, neuron_target
 from blocklens.precompute import parse_units, plan, precompute
 from blocklens.store import IconStore
@@ -127,19 +128,19 @@ def test_local_workers_rebuild_a_spec_model_from_its_spec(user_pkg, tmp_path, mo
     """``precompute("mypkg.nets:build", weights=...)`` with a local worker: the worker gets the spec string and
     the weights path (no pickled module), rebuilds the model and its weights match the plan's fingerprint;
     a Model from bl.load_model goes to workers by its spec too."""
-    import blocklens.precompute as pc
+    import blocklens.jobs as jobs_mod
 
     ref = bl.load_model("mypkg.nets:build")
     torch.save({k: torch.randn_like(v) for k, v in ref.module.state_dict().items()}, tmp_path / "w.pth")
     model = bl.load_model("mypkg.nets:build", weights=tmp_path / "w.pth")
     sent = []
-    run_local = pc._run_local
+    run_local = jobs_mod.run_local
 
     def spy(jobs, *a, **k):
         sent.extend(jobs)
         return run_local(jobs, *a, **k)
 
-    monkeypatch.setattr(pc, "_run_local", spy)
+    monkeypatch.setattr(jobs_mod, "run_local", spy)
     store = IconStore(tmp_path / "store")
     s = precompute("mypkg.nets:build", ["2"], "0-3", store=store, workers=1, threads=1, batch=4, progress=False,
                    weights=str(tmp_path / "w.pth"), **TINY)

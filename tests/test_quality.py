@@ -171,7 +171,7 @@ def test_contrast_ramp_standardizes_each_colour_channel():
 
 
 def test_default_preset_follows_the_device(lite0):
-    from blocklens.explain import PRESETS, default_preset, preset_note
+    from blocklens.recipes import PRESETS, default_preset, preset_note
 
     assert default_preset(lite0) == "quick"
 
@@ -182,7 +182,7 @@ def test_default_preset_follows_the_device(lite0):
     note = preset_note("quick", seconds=30.0, n_icons=200)
     assert "quick preset (56 px, 48 steps)" in note and "default preset (128 px, 512 steps)" in note
     assert " min " in note
-    from blocklens.iconcache import RECIPE_KEYS, recipe_for
+    from blocklens.recipes import RECIPE_KEYS, recipe_for
 
     assert {"decay_power", "contrast", "through_cap"} <= set(RECIPE_KEYS)
     assert recipe_for(**PRESETS["quick"]["icons"]) != recipe_for(**PRESETS["lucid"]["icons"])

@@ -160,10 +160,10 @@ def test_layer_sprite_sheets_replace_single_icons(lite0, tiny_explanation, tmp_p
 
     from fastapi.testclient import TestClient
 
-    from blocklens.iconcache import recipe_for
+    from blocklens.recipes import recipe_for
     from blocklens.precompute import write_sprite
     from blocklens.store import IconStore
-    from blocklens.web.server import BlocklensApp, create_app
+    from blocklens.app import BlocklensApp, create_app
     from conftest import TINY_GRID, TINY_ICONS
 
     e, src = tiny_explanation
@@ -216,7 +216,7 @@ def test_serve_model_specs_join_the_picker_and_explain(user_pkg, tmp_path, capsy
     import torch
     from fastapi.testclient import TestClient
 
-    from blocklens.web.server import BlocklensApp, create_app
+    from blocklens.app import BlocklensApp, create_app
     from conftest import TINY_GRID, TINY_ICONS
 
     args = build_parser().parse_args(["serve", "--model", "mypkg.nets:build", "--model", "mypkg.nets:wrapped",

@@ -85,3 +85,49 @@ def test_info_and_clean_temp(legacy):
     assert legacy.info()["temp_files"] == 0 and legacy.clean_temp(max_age_s=0) == 0
     assert list(legacy.keys()) == KEYS and legacy.verify() == {"ok": 4, "corrupt": []}
     assert legacy.sprite(EXPECTED["fingerprint"], EXPECTED["layer"], EXPECTED["recipe"]) is not None
+
+
+# -- an activation index written by the code before the package was laid out in floors (make_legacy_index.py) --
+LEGACY_INDEX = "266fb1d0fb101830"
+
+
+@pytest.fixture
+def legacy_index_store(tmp_path) -> IconStore:
+    shutil.copytree(DATA / "legacy_index", tmp_path / "legacy_index")
+    return IconStore(tmp_path / "legacy_index")
+
+
+def test_a_legacy_index_loads_and_the_same_build_finds_it(legacy_index_store, monkeypatch):
+    """The index reads by its key and in the listing; building the same options over the same photographs finds it
+    (the key scheme is unchanged) and computes nothing."""
+    import blocklens as bl
+    import blocklens.dataset.index as index_mod
+    from blocklens.images import BUNDLED_DIR
+
+    index = bl.load_index(LEGACY_INDEX, store=legacy_index_store)
+    assert index.count == 6 and index.layers == ["blocks.11"]
+    L = index.layer("blocks.11")
+    assert L.top_img.shape == (192, 3) and L.samples.shape == (6, 192) and L.sample_classes.shape == (6, 2)
+    assert [i.key for i in index_mod.list_indexes(legacy_index_store)] == [LEGACY_INDEX]
+    monkeypatch.setattr(index_mod, "compute_chunk", lambda *a, **k: pytest.fail("a finished index was recomputed"))
+    again = bl.build_index(BUNDLED_DIR, "efficientnet_lite0", ["blocks.11"], store=legacy_index_store, k=3, samples=1,
+                           seed=0, classes=2, chunk=4, progress=False)
+    assert again.key == LEGACY_INDEX
+
+
+def test_a_fresh_index_has_the_legacy_numbers(legacy_index_store, tmp_path):
+    """The same index built now, in an empty store, holds the numbers the earlier code wrote."""
+    import blocklens as bl
+    from blocklens.images import BUNDLED_DIR
+
+    old = bl.load_index(LEGACY_INDEX, store=legacy_index_store).layer("blocks.11")
+    new = bl.build_index(BUNDLED_DIR, "efficientnet_lite0", ["blocks.11"], store=tmp_path / "fresh", k=3,
+                         samples=1, seed=0, classes=2, chunk=4, progress=False)
+    assert new.key == LEGACY_INDEX
+    fresh = new.layer("blocks.11")
+    assert sorted(fresh.arrays) == sorted(old.arrays)
+    for name, a in old.arrays.items():
+        if a.dtype.kind in "iub":
+            np.testing.assert_array_equal(fresh.arrays[name], a, err_msg=name)
+        else:
+            np.testing.assert_allclose(fresh.arrays[name], a, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -1,7 +1,6 @@
-"""The building blocks as analyses: numbers computed from one image's activations and gradients.
+"""Analyses: the numbers of the building blocks (attribution, semantic dictionary, neuron groups, faithfulness).
 
-One module per block: :mod:`.dictionary` (semantic dictionary), :mod:`.grid` (activation grid),
-:mod:`.attribution` (spatial and channel attribution), :mod:`.groups` (neuron groups). Each exposes one
-function ``(model, image, layer, ...)`` returning a plain result object with ``to_json()``; icons are fetched
-through the icon store only when asked for.
+Each block is a function ``(model, image, layer, ...)`` returning a plain result object with ``to_json()``. Nothing
+here renders or encodes a picture: a result's ``icons`` slot is filled by the floor above (:mod:`blocklens.blocks`,
+:mod:`blocklens.explain`), which knows the icon store.
 """

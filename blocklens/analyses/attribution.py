@@ -25,18 +25,16 @@ Blocks:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import BlocklensError
 from .common import MAX_POSITIONS, Prepared, check_positions, class_indices, prepare, spatial_layer, to_jsonable
+from .interventions import class_score, pair_score_name, run_replaced, scores_of
 
 METHODS = ("linear", "path")
-#: What is explained: a class's ``logit``, its log-probability ``logprob`` (``logit - logsumexp(logits)``), or, for
-#: two classes, ``pair`` = ``logit(a) - logit(b)`` (which equals the difference of their log-probabilities).
-SCORES = ("logit", "logprob", "pair")
 
 
 def _check_method(method: str, steps: int) -> None:
@@ -54,59 +52,6 @@ def alphas_for(steps: int, rule: str = "midpoint") -> torch.Tensor:
     if rule == "left":
         return k / steps
     raise BlocklensError(f"unknown path rule {rule!r}; choose 'midpoint' or 'left'")
-
-
-def scores_of(out: torch.Tensor, classes: Sequence[int], score: str) -> torch.Tensor:
-    """(B, K) logits -> (B, n) the score of each of ``classes``: its ``logit`` or its ``logprob``."""
-    idx = torch.as_tensor([int(c) for c in classes], device=out.device)
-    vals = out[:, idx]
-    if score == "logprob":
-        vals = vals - torch.logsumexp(out, dim=1, keepdim=True)
-    elif score != "logit":
-        raise BlocklensError(f"per-class scores are 'logit' or 'logprob', not {score!r}")
-    return vals
-
-
-def class_score(classes: Sequence[int], score: str = "logit") -> Callable[[torch.Tensor], torch.Tensor]:
-    """logits (B, K) -> (B,): the ``score`` (:data:`SCORES`) of one class, or the first minus the second (two
-    classes: always ``pair``, the same for logits and log-probabilities)."""
-    if score not in SCORES:
-        raise BlocklensError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
-    if len(classes) == 1 and score != "pair":
-        (a,) = (int(c) for c in classes)
-        return lambda out: scores_of(out, [a], score)[:, 0]
-    if len(classes) == 2:
-        a, b = (int(c) for c in classes)
-        return lambda out: out[:, a] - out[:, b]
-    if score == "pair":
-        raise BlocklensError(f"the 'pair' score needs two classes, got {len(classes)}")
-    raise BlocklensError(f"give one class or two (their difference is explained), not {len(classes)}")
-
-
-def pair_score_name(classes: Sequence[int], score: str) -> str:
-    """The name of the score a result of ``classes`` explains: ``pair`` for two classes."""
-    return "pair" if len(classes) == 2 else score
-
-
-def run_replaced(model, x: torch.Tensor, source: str, replacement: torch.Tensor, layers: Sequence[str] = (),
-                 stop: bool = False, grad: bool = False):
-    """Run the one image ``x`` with ``source``'s output replaced by ``replacement`` (a batch of n variants of
-    it); returns ``(output or None, activations of layers)``, kept in the graph with ``grad=True``.
-
-    Only the part after ``source`` runs n times: the image enters once and the batch grows at ``source``
-    (anything from before it broadcasts against the batch, as in a residual add). Should a model refuse that
-    (a concatenation across the boundary, say), the image is repeated n times instead.
-    """
-    names = list(dict.fromkeys([*layers, source]))
-    for inputs in (x, x.expand(replacement.shape[0], *x.shape[1:])):
-        try:
-            with model.probe(names, grad=grad, edit={source: lambda t: replacement}) as p:
-                out = p.run(inputs, stop=stop)
-            return out, {n: p.activations[n] for n in layers}
-        except RuntimeError:
-            if inputs is not x or replacement.shape[0] == 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -271,8 +216,7 @@ def channel_result(model, layer: str, classes: list[int], method: str, product: 
 
 def channel_attribution(model, image, layer: str, classes, *, method: str = "linear", steps: int = 50,
                         rule: str = "midpoint", tolerance: float | None = None, max_steps: int = 800,
-                        top: int = 8, score: str = "logit", icons: bool = False, store=None,
-                        **icon_recipe) -> ChannelAttribution:
+                        top: int = 8, score: str = "logit") -> ChannelAttribution:
     """Which channels of ``layer`` decided ``classes`` (one class, or two: "a over b") for ``image``.
 
     ``score``: ``logit`` or ``logprob`` of one class (two classes: their logit difference). With
@@ -287,11 +231,6 @@ def channel_attribution(model, image, layer: str, classes, *, method: str = "lin
         lg = layer_gradients(model, prep.x, layer, score_fn, method, lg.steps * 2, rule)
     result = channel_result(model, layer, idx, method, lg.product, lg.score, lg.baseline, lg.gap, lg.steps, top,
                             score)
-    if icons:
-        from ..iconcache import icons as get_icons
-
-        chans = [c for c, _ in result.positive + result.negative]
-        result.icons = dict(zip(chans, get_icons(model, result.layer, chans, store=store, **icon_recipe)))
     return result
 
 

@@ -2,8 +2,8 @@
 
 For one image at one layer with activations ``A[c, y, x]``, the dictionary lists, at each position, the
 ``top`` channels by activation with their values (the reference interface shows the top 4-5 at every cell of a
-14x14 layer and lets the pointer move over them). With ``icons=True`` every channel that appears anywhere gets
-its feature visualization from the icon store (rendered, in batches, only if missing).
+14x14 layer and lets the pointer move over them). ``bl.semantic_dictionary(..., icons=True)``
+(:mod:`blocklens.blocks`) gives every channel that appears anywhere its feature visualization from the icon store.
 """
 from __future__ import annotations
 
@@ -55,9 +55,8 @@ class SemanticDictionary:
                             "icons": {c: i.key for c, i in self.icons.items()} if self.icons else None})
 
 
-def semantic_dictionary(model, image, layer: str, top: int = 5, *, icons: bool = False, store=None,
-                        batch: int = 8, progress: bool | None = None, **icon_recipe) -> SemanticDictionary:
-    """The top-``top`` channels at every position of ``layer`` for ``image`` (and their icons on request)."""
+def semantic_dictionary(model, image, layer: str, top: int = 5) -> SemanticDictionary:
+    """The top-``top`` channels at every position of ``layer`` for ``image``."""
     info = spatial_layer(model, layer, "a semantic dictionary")
     if not 1 <= top <= info.channels:
         raise BlocklensError(f"top={top} must be between 1 and the {info.channels} channels of {info.name!r}")
@@ -66,10 +65,4 @@ def semantic_dictionary(model, image, layer: str, top: int = 5, *, icons: bool =
     values, channels = torch.topk(act.permute(1, 2, 0), top, dim=-1)  # (H, W, top)
     result = SemanticDictionary(info.name, top, channels.numpy().astype(np.int64), values.numpy().astype(np.float32),
                                 act.norm(dim=0).numpy().astype(np.float32))
-    if icons:
-        from ..iconcache import icons as get_icons
-
-        used = result.used_channels
-        result.icons = dict(zip(used, get_icons(model, info.name, used, store=store, batch=batch,
-                                                progress=progress, **icon_recipe)))
     return result

@@ -104,3 +104,36 @@ def nmf(acts: np.ndarray, n_groups: int = 6, seed: int = 0, max_iter: int = 400,
     channel = comps[:, :c] - comps[:, c:] if signed else comps
     return Factors(spatial.T.reshape(n_groups, h, w).astype(np.float32), channel.astype(np.float32),
                    comps.astype(np.float32), err, rel, signed)
+
+
+def split_activations(acts: np.ndarray, spatial: np.ndarray, channel_nonneg: np.ndarray,
+                      signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``acts`` ``(C, H, W)`` exactly among ``k`` groups -> ``(parts (k, C, H, W), residual (C, H, W))``,
+    float64, with ``parts.sum(0) + residual == acts``.
+
+    Each element goes to group ``g`` in proportion to ``spatial[g, y, x] * channel_nonneg[g, c]``; for signed
+    factorizations ``relu(acts)`` is split by the first ``C`` columns and ``relu(-acts)`` by the last ``C``.
+    Elements that no group reconstructs (all reconstructions zero) go to the residual.
+    """
+    a = np.asarray(acts, dtype=np.float64)
+    s = np.asarray(spatial, dtype=np.float64)
+    w = np.asarray(channel_nonneg, dtype=np.float64)
+    c = a.shape[0]
+    if signed:
+        if w.shape[1] != 2 * c:
+            raise BlocklensError(f"signed factors need (k, 2C) = (k, {2 * c}) channel factors, got {w.shape}")
+        pieces = [(np.maximum(a, 0), w[:, :c], 1.0), (np.maximum(-a, 0), w[:, c:], -1.0)]
+    else:
+        if w.shape[1] != c:
+            raise BlocklensError(f"channel factors have {w.shape[1]} columns but the activations have {c} channels")
+        pieces = [(a, w, 1.0)]
+    parts = np.zeros((s.shape[0],) + a.shape)
+    residual = np.zeros_like(a)
+    for x, wp, sign in pieces:
+        recon = np.einsum("khw,kc->kchw", s, wp)      # (k, C, H, W) each group's reconstruction
+        total = recon.sum(axis=0)                     # (C, H, W)
+        covered = total > 0
+        frac = recon / np.where(covered, total, 1.0)
+        parts += sign * frac * x
+        residual += sign * np.where(covered, 0.0, x)
+    return parts, residual

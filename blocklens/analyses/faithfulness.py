@@ -2,7 +2,7 @@
 
 Every attribution the library shows is a claim of the form "this group / channel / position carries this much
 evidence for the score". This module checks the claim against interventions: the thing is removed from the
-layer's activations and the rest of the network is run (:func:`~.attribution.run_replaced`, many interventions
+layer's activations and the rest of the network is run (:func:`~.interventions.run_replaced`, many interventions
 as one batch from the layer on), and the drop of the score is compared with the attribution.
 
 Scores (:func:`score_fn`), named the same everywhere:
@@ -15,7 +15,7 @@ Scores (:func:`score_fn`), named the same everywhere:
     ``logit(a) - logit(b)`` for two classes (equal to the difference of their log-probabilities).
 
 Removal: an element is removed by setting it to zero (the attribution baseline of the ``path`` method); for a
-group, its exact share of the activations (:func:`~.groups.split_activations`) is subtracted.
+group, its exact share of the activations (:func:`~.factorize.split_activations`) is subtracted.
 
 Checks:
 
@@ -37,40 +37,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .attribution import class_score, run_replaced, scores_of
 from .common import to_jsonable
+from .factorize import split_activations
+from .interventions import class_score, layer_activation, removal_effects, run_batch, scores_of  # noqa: F401 (re-exported)
 
 def score_fn(score: str, classes: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """logits (B, K) -> (B,) for ``score`` in :data:`~.attribution.SCORES` of ``classes`` (one class; two: ``pair``)."""
+    """logits (B, K) -> (B,) for ``score`` in :data:`~.interventions.SCORES` of ``classes`` (one class; two: ``pair``)."""
     return class_score([int(c) for c in classes], score)
-
-
-@torch.no_grad()
-def run_batch(model, x: torch.Tensor, layer: str, variants: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    """Logits ``(n, K)`` of the network run from ``layer`` on ``variants`` ``(n, C, H, W)`` (``chunk`` at a
-    time), the image ``x`` entering once per chunk."""
-    outs = []
-    for start in range(0, variants.shape[0], chunk):
-        out, _ = run_replaced(model, x, layer, variants[start:start + chunk])
-        outs.append(out.detach())
-    return torch.cat(outs)
-
-
-@torch.no_grad()
-def layer_activation(model, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """The one image's activation at ``layer`` (canonical ``(C, H, W)``)."""
-    return model.activations(x, layer)[layer][0]
-
-
-def removal_effects(model, x: torch.Tensor, layer: str, parts, classes: Sequence[int], score: str = "logit",
-                    act: torch.Tensor | None = None, chunk: int = 64) -> np.ndarray:
-    """``(n_parts, n_classes)``: ``score(A) - score(A - part_i)`` for each part, every class from the same
-    forward passes (one batch of ``n_parts + 1`` variants from ``layer`` on)."""
-    act = layer_activation(model, x, layer) if act is None else act
-    parts = torch.as_tensor(np.asarray(parts), dtype=act.dtype, device=act.device)
-    variants = torch.cat([act[None], act[None] - parts])
-    s = scores_of(run_batch(model, x, layer, variants, chunk), classes, score).double().cpu().numpy()
-    return s[0][None] - s[1:]
 
 
 def rank_correlation(a, b) -> float:
@@ -128,8 +101,6 @@ class GroupFaithfulness:
 
 
 def group_parts(act: np.ndarray, groups) -> np.ndarray:
-    from .groups import split_activations
-
     parts, _ = split_activations(act, groups.spatial, groups.channel_nonneg, groups.signed)
     return parts
 

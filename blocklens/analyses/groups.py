@@ -50,10 +50,11 @@ import torch
 
 from ..errors import BlocklensError
 from ..probe import LayerInfo
-from . import factorize
-from .attribution import class_gradients, scores_of
+from .attribution import class_gradients
 from .colors import blend, group_colors
 from .common import class_indices, prepare, spatial_layer, to_jsonable
+from .factorize import nmf, split_activations
+from .interventions import removal_effects, run_replaced, scores_of
 
 
 @dataclass(repr=False)
@@ -108,40 +109,6 @@ class NeuronGroups:
         })
 
 
-# -- the exact split ------------------------------------------------------------------------------------------
-def split_activations(acts: np.ndarray, spatial: np.ndarray, channel_nonneg: np.ndarray,
-                      signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``acts`` ``(C, H, W)`` exactly among ``k`` groups -> ``(parts (k, C, H, W), residual (C, H, W))``,
-    float64, with ``parts.sum(0) + residual == acts``.
-
-    Each element goes to group ``g`` in proportion to ``spatial[g, y, x] * channel_nonneg[g, c]``; for signed
-    factorizations ``relu(acts)`` is split by the first ``C`` columns and ``relu(-acts)`` by the last ``C``.
-    Elements that no group reconstructs (all reconstructions zero) go to the residual.
-    """
-    a = np.asarray(acts, dtype=np.float64)
-    s = np.asarray(spatial, dtype=np.float64)
-    w = np.asarray(channel_nonneg, dtype=np.float64)
-    c = a.shape[0]
-    if signed:
-        if w.shape[1] != 2 * c:
-            raise BlocklensError(f"signed factors need (k, 2C) = (k, {2 * c}) channel factors, got {w.shape}")
-        pieces = [(np.maximum(a, 0), w[:, :c], 1.0), (np.maximum(-a, 0), w[:, c:], -1.0)]
-    else:
-        if w.shape[1] != c:
-            raise BlocklensError(f"channel factors have {w.shape[1]} columns but the activations have {c} channels")
-        pieces = [(a, w, 1.0)]
-    parts = np.zeros((s.shape[0],) + a.shape)
-    residual = np.zeros_like(a)
-    for x, wp, sign in pieces:
-        recon = np.einsum("khw,kc->kchw", s, wp)      # (k, C, H, W) each group's reconstruction
-        total = recon.sum(axis=0)                     # (C, H, W)
-        covered = total > 0
-        frac = recon / np.where(covered, total, 1.0)
-        parts += sign * frac * x
-        residual += sign * np.where(covered, 0.0, x)
-    return parts, residual
-
-
 def _order(spatial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Peaks ``(k, 2)`` as (x, y) and the left-to-right order (ties: top to bottom, then the fitted order)."""
     k, h, w = spatial.shape
@@ -194,8 +161,7 @@ GROUP_METHODS = ("linear", "ablation")
 
 
 def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, classes: Sequence | None = None,
-                  top: int = 5, seed: int = 0, score: str = "logit", method: str = "linear", icons: bool = False,
-                  store=None, **icon_recipe) -> NeuronGroups:
+                  top: int = 5, seed: int = 0, score: str = "logit", method: str = "linear") -> NeuronGroups:
     """Factorize one image's activations at ``layer`` into ``n_groups`` groups and attribute classes to them.
 
     - ``image``: a path, bytes, PIL image or a ``(1, 3, S, S)`` model input.
@@ -203,10 +169,8 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
     - ``classes``: class names or indices; None means the model's ``top`` predictions for this image.
     - ``seed``: the NMF seed.
     - ``score``: each class's ``logit`` or ``logprob``; ``method``: ``linear`` or ``ablation`` (module doc).
-    - ``icons=True`` renders each group's channel direction through the icon store (``store``, as in
-      :func:`blocklens.icons`); further keyword arguments go to :func:`blocklens.icons` (recipe options
-      ``size``, ``steps``, ``lr``, ... and ``batch``, ``progress``, ``refresh``). ``seed`` is the NMF's; icons
-      use the recipe's seed.
+    - the result's ``channel`` rows are directions in the layer's channel space; ``bl.neuron_groups(...,
+      icons=True)`` (:mod:`blocklens.blocks`) renders each as an icon.
 
     The class gradients come from :func:`~.attribution.class_gradients` (every class in one batched pass after
     ``layer``), the factorization from :mod:`.factorize`.
@@ -215,8 +179,6 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
     n_groups = _check_groups(n_groups, info)
     if method not in GROUP_METHODS:
         raise BlocklensError(f"unknown group attribution method {method!r}; choose one of {', '.join(GROUP_METHODS)}")
-    if icon_recipe and not icons:
-        raise BlocklensError(f"icon recipe options ({', '.join(sorted(icon_recipe))}) given without icons=True")
     x = prepare(model, image).x
     if classes is not None:
         idx = class_indices(model, classes)
@@ -234,7 +196,7 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
     a = act.double().cpu().numpy()
 
     try:
-        f = factorize.nmf(a.astype(np.float32), n_groups, seed=seed)
+        f = nmf(a.astype(np.float32), n_groups, seed=seed)
     except BlocklensError as e:
         raise BlocklensError(f"layer {info.name!r}: {e}") from e
     peak, order = _order(f.spatial)
@@ -242,8 +204,6 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
 
     parts, residual = split_activations(a, spatial, nonneg, f.signed)
     if method == "ablation":
-        from .faithfulness import removal_effects
-
         removal = removal_effects(model, x, info.name, np.concatenate([parts, parts.sum(0)[None]]), idx, score,
                                   act=act)
         attribution, whole = removal[:-1], removal[-1]
@@ -259,12 +219,6 @@ def neuron_groups(model, image, layer: str | LayerInfo, n_groups: int = 6, *, cl
         attribution=attribution, residual=residual_share, whole=whole, logits=logits.double().cpu().numpy(),
         score=score, method=method,
     )
-    if icons:
-        from ..iconcache import icons as fetch_icons
-        from ..optvis.targets import direction_target
-
-        targets = [direction_target(model, info.name, v) for v in channel]
-        result.icons = fetch_icons(model, targets, store=store, **icon_recipe)
     return result
 
 
@@ -326,8 +280,6 @@ def group_attribution(model, image, earlier: NeuronGroups, later: NeuronGroups, 
 
 @torch.no_grad()
 def _group_removal(model, x, earlier: NeuronGroups, later: NeuronGroups, name1: str, name2: str) -> np.ndarray:
-    from .attribution import run_replaced
-
     act1 = model.activations(x, name1)[name1][0]
     if tuple(act1.shape[1:]) != tuple(earlier.spatial.shape[1:]):
         raise BlocklensError(f"groups of {earlier.layer!r} have a {earlier.spatial.shape[1:]} grid but the layer's "

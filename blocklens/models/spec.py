@@ -52,7 +52,7 @@ def load_model(spec: str | None = None, weights: str | os.PathLike | None = None
     """The model that ``spec`` names (see the module docstring), in eval mode with frozen weights, on
     ``device``; ``weights``: a state dict file loaded into it. The result remembers ``spec`` and ``weights``
     (``model.spec``, ``model.weights``) so that worker processes can rebuild it."""
-    from . import DEFAULT_MODEL, ZOO
+    from .zoo import DEFAULT_MODEL, ZOO
 
     if spec is None:
         spec = DEFAULT_MODEL
@@ -89,9 +89,9 @@ def load_model(spec: str | None = None, weights: str | os.PathLike | None = None
 
 # -- the forms -------------------------------------------------------------------------------------------------
 def _from_zoo(key: str, weights: Path | None):
-    from . import _load_zoo
+    from .zoo import load_zoo_model
 
-    model = _load_zoo(key)
+    model = load_zoo_model(key)
     if weights is not None:
         load_weights(model.module, weights, key)
     return model

@@ -50,7 +50,7 @@ class _RedirectedClip(torch.autograd.Function):
         return torch.where(dead, redirected, true), None, None, None
 
 
-def _upper(m: nn.Module) -> float | None | bool:
+def rectifier_cap(m: nn.Module) -> float | None | bool:
     """The clip of a rectifier module: None for ReLU, 6.0 for ReLU6; False when it is no rectifier."""
     if isinstance(m, nn.ReLU6):
         return 6.0
@@ -76,7 +76,7 @@ def capped_output(module: nn.Module, path: str) -> nn.Module | None:
     modules = dict(module.named_modules())
     m = modules.get(path)
     while m is not None:
-        if isinstance(_upper(m), float):
+        if isinstance(rectifier_cap(m), float):
             return m
         children = list(m.children())
         m = children[-1] if children else None
@@ -120,7 +120,7 @@ def relu_rescue(module: nn.Module, through_cap: Iterable[nn.Module] = ()) -> Ite
 
     try:
         for m in module.modules():
-            upper = _upper(m)
+            upper = rectifier_cap(m)
             if upper is False:
                 continue
             handles.append(m.register_forward_pre_hook(pre_hook))

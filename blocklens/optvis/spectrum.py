@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..images import bundled_images, load_image
+from .basis import COLOR_CORRELATION_NORMALIZED, rfft2_freqs
+
 SCALES = (1.0, 0.75, 0.5)  # crop sides, as fractions of the photograph's shorter side
 
 
@@ -42,9 +45,6 @@ def _crops(img: Image.Image) -> list[Image.Image]:
 
 @lru_cache(maxsize=16)
 def _spectrum(h: int, w: int) -> torch.Tensor:
-    from ..images import bundled_images, load_image
-    from .param import COLOR_CORRELATION_NORMALIZED
-
     inv = torch.linalg.inv(COLOR_CORRELATION_NORMALIZED.double())
     total = torch.zeros(3, h, w // 2 + 1, dtype=torch.float64)
     count = 0
@@ -72,8 +72,6 @@ def natural_spectrum(size: int | tuple[int, int]) -> torch.Tensor:
 
 def radial_profile(mag: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(frequencies in cycles per pixel, mean magnitude of channel 0) for a (3, H, W//2+1) spectrum."""
-    from .param import rfft2_freqs
-
     h = mag.shape[-2]
     w = (mag.shape[-1] - 1) * 2
     f = rfft2_freqs(h, w).numpy()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BlocklensError
+from ..store import direction_hash
 from . import objectives as obj
 
 _UNIT = re.compile(r"^(?P<channel>-?\d+)(?:@(?P<x>-?\d+),(?P<y>-?\d+))?$")
@@ -32,15 +33,15 @@ class Target:
     grid: tuple[int, int] | None = None   # (H, W) of that grid
     label: str = ""
     vector: tuple[float, ...] | None = None
+    cossim_pow: float | None = None       # a direction scored as dot * max(0.1, cos)^cossim_pow (atlas cells)
 
     @property
     def unit(self) -> str:
         if self.kind == "neuron":
             return f"neuron:{self.index}@{self.x},{self.y}"
         if self.kind == "direction":
-            from ..store import direction_hash
-
-            return f"direction:{direction_hash(torch.tensor(self.vector))}"
+            h = direction_hash(torch.tensor(self.vector))
+            return f"direction:{h}" if self.cossim_pow is None else f"atlas-direction:{h}:cos{self.cossim_pow:g}"
         return f"{self.kind}:{self.index}"
 
     @property
@@ -68,7 +69,7 @@ class Target:
             return obj.neuron(self.layer, self.index, x=(self.x + 0.5) / w, y=(self.y + 0.5) / h, batch=batch)
         if self.kind == "logit":
             return obj.logit(self.index, batch=batch)
-        return obj.direction(self.layer, torch.tensor(self.vector), batch=batch)
+        return obj.direction(self.layer, torch.tensor(self.vector), batch=batch, cossim_pow=self.cossim_pow or 0.0)
 
 
 def channel_target(model, layer: str, channel: int) -> Target:
@@ -97,14 +98,16 @@ def logit_target(model, cls: int | str) -> Target:
     return Target("logit", obj.OUTPUT, i, label=model.labels[i])
 
 
-def direction_target(model, layer: str, vector) -> Target:
+def direction_target(model, layer: str, vector, cossim_pow: float | None = None) -> Target:
+    """A direction in ``layer``'s channel space; with ``cossim_pow`` scored as ``dot * max(0.1, cos)^cossim_pow``
+    (the activation atlas's cells, whose store keys name the power)."""
     info = model.layer(layer)
     v = torch.as_tensor(vector, dtype=torch.float32).flatten()
     if v.numel() != info.channels:
         raise BlocklensError(f"direction has {v.numel()} components but layer {info.name!r} has "
                              f"{info.channels} channels")
     return Target("direction", info.name, -1, label=f"{info.name}:direction",
-                  vector=tuple(float(a) for a in v))
+                  vector=tuple(float(a) for a in v), cossim_pow=None if cossim_pow is None else float(cossim_pow))
 
 
 def parse_target(model, spec: "str | Target") -> Target:

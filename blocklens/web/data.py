@@ -25,7 +25,6 @@ report.
 from __future__ import annotations
 
 import base64
-import io
 from typing import Callable
 
 import numpy as np
@@ -40,18 +39,11 @@ def _f32(a) -> dict:
     return {"shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
-def png_data_uri(img, fmt: str = "PNG", **save) -> str:
-    """A PIL image as a ``data:`` URI (PNG, or JPEG/WEBP where asked)."""
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **save)
-    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def layer_sprites(expl, store, sprite_url: Callable[[str, str, dict], str]) -> list[dict]:
     """The sprite sheets ``store`` holds for the explanation's layers at its icon recipe, as page-document
     entries; only the cells of icons the views show. ``sprite_url(layer, recipe_hash, index)`` names the
     sheet's URL (a route of the app, or a ``data:`` URI)."""
-    from ..iconcache import recipe_for
+    from ..recipes import recipe_for
 
     recipe = recipe_for(**expl.recipe.get("icons", {}))
     out = []

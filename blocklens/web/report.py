@@ -8,8 +8,9 @@ import html
 import json
 from pathlib import Path
 
+from ..images import png_data_uri
 from .bundle import bundle, stylesheet
-from .data import layer_sprites, page_data, png_data_uri
+from .data import layer_sprites, page_data
 
 CSP = ("default-src 'none'; img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
@@ -78,20 +79,6 @@ def save_report(expl, path: str | Path, title: str | None = None, store=None, ex
     tmp.write_text(report_html(expl, title, store, examples), encoding="utf-8")
     tmp.replace(path)
     return path
-
-
-def examples_data(model, expl, index, k: int = 6, size: int = 56) -> dict:
-    """Icon key -> the dataset examples (:func:`blocklens.dataset_examples`, as JSON with patches inline) of
-    every channel icon the explanation's views show, for the layers ``index`` holds."""
-    from ..analyses.examples import dataset_examples
-
-    out = {}
-    for lr in expl.layers:
-        if lr.layer not in index.layers:
-            continue
-        for c, key in expl.icon_index.get(lr.layer, {}).get("channels", {}).items():
-            out[key] = dataset_examples(model, lr.layer, int(c), index, k=k).to_json(size)
-    return out
 
 
 def atlas_html(atlas, title: str | None = None) -> str:

@@ -39,7 +39,7 @@ def test_attribution_on_a_layer_followed_by_an_in_place_op(model_id, layer):
     ("swin_t", ["features.5.2", "features.5.5"]), ("timm_vit_small_patch16_224", ["blocks.5", "blocks.8"])])
 def test_default_layers_are_block_outputs(model_id, want):
     """Block outputs at 1/2 and 3/4 depth, never a stage's inside (a BatchNorm, a branch) nor one whole encoder."""
-    from blocklens.explain import default_layers
+    from blocklens.recipes import default_layers
 
     from .archspecs import wrapped
 

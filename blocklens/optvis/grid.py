@@ -43,14 +43,14 @@ from torch import nn
 
 from ..errors import BlocklensError
 from ..images import ImageLike
-from ..optvis import objectives as obj
-from ..optvis.param import spectrum_scale, standardize_colour, to_valid_rgb
-from ..optvis.rescue import relu_rescue
-from ..optvis.render import fast_layout
-from ..optvis.transforms import standard_transforms
+from . import objectives as obj
+from .param import spectrum_scale, standardize_colour, to_valid_rgb
+from .rescue import relu_rescue
+from .render import fast_layout
+from .transforms import standard_transforms
 from ..probe import LayerInfo
-from .common import MAX_POSITIONS, check_positions, prepare, spatial_layer, to_jsonable
-from .factorize import nmf
+from ..analyses.common import MAX_POSITIONS, check_positions, prepare, spatial_layer, to_jsonable
+from ..analyses.factorize import nmf
 
 __all__ = ["ActivationGrid", "GridImage", "activation_grid", "cell_fidelity", "group_loadings", "min_cell"]
 

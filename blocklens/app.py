@@ -29,11 +29,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ..errors import BlocklensError, unknown
-from ..images import ImageError, bundled_images, load_image
-from ..store import IconStore
-from .bundle import STATIC
-from .data import layer_sprites, page_data
+from .errors import BlocklensError, unknown
+from .images import ImageError, bundled_images, load_image
+from .store import IconStore
+from .web.bundle import STATIC
+from .web.data import layer_sprites, page_data
 
 log = logging.getLogger("blocklens.web")
 
@@ -110,7 +110,7 @@ class BlocklensApp:
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
                  render: bool = True, icon_recipe: dict | None = None, grid_recipe: dict | None = None,
                  models: list | None = None):
-        from ..explain import PRESETS
+        from .recipes import PRESETS
 
         if preset is not None and preset not in PRESETS:
             raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -139,7 +139,7 @@ class BlocklensApp:
     def model(self, name: str, role: str = "analysis"):
         """The ``role`` copy of the zoo model or served spec ``name`` (loaded on first use) and its lock. Nothing
         else loads: a request cannot make the server import and call arbitrary code."""
-        from ..models import ZOO, load_model
+        from .models import ZOO, load_model
 
         if name not in self.specs and name not in ZOO:
             raise unknown("model", name, [*self.specs, *ZOO], "the zoo, and the models given to serve --model")
@@ -157,7 +157,7 @@ class BlocklensApp:
     def models(self) -> list[dict]:
         """The served specs, then the zoo; layers only for the first model and models already loaded (see
         :meth:`model_info`)."""
-        from ..models import DEFAULT_MODEL, list_models
+        from .models import DEFAULT_MODEL, list_models
 
         first = next(iter(self.specs), DEFAULT_MODEL)
         out = [self.model_info(spec) if spec == first or (spec, "analysis") in self._models else self._spec_json(spec)
@@ -174,8 +174,8 @@ class BlocklensApp:
 
     def model_info(self, name: str) -> dict:
         """A zoo model or served spec with its spatial layers and the default ones (loads the model)."""
-        from ..explain import default_layers, layer_candidates
-        from ..models import ZOO
+        from .recipes import default_layers, layer_candidates
+        from .models import ZOO
 
         if name in self.specs:
             m, _ = self.model(name)
@@ -211,8 +211,9 @@ class BlocklensApp:
         return load_image(images[name])
 
     def explain(self, image, model: str, layers: list[str] | None, classes: list[str] | None) -> tuple[str, Entry]:
-        from ..analyses.common import class_indices, prepare, spatial_layer
-        from ..explain import default_layers, default_preset, explain
+        from .analyses.common import class_indices, prepare, spatial_layer
+        from .recipes import default_layers, default_preset
+        from .explain import explain
 
         if layers and len(layers) > MAX_LAYERS:
             raise HTTPError(400, f"at most {MAX_LAYERS} layers at once, got {len(layers)}")
@@ -296,8 +297,8 @@ class BlocklensApp:
         return job
 
     def _run_job(self, job: Job, entry: Entry) -> None:
-        from ..explain import cached_grid, finish, planned_targets
-        from ..iconcache import icons as get_icons
+        from .explain import cached_grid, finish, planned_targets
+        from .iconcache import icons as get_icons
 
         job.state = "running"
         try:
@@ -355,12 +356,12 @@ class BlocklensApp:
     # -- activation indexes (blocklens index): dataset examples and atlases -----------------------------------
     def indexes(self) -> list[dict]:
         """The finished activation indexes in the store (newest first)."""
-        from ..index import list_indexes
+        from .dataset.index import list_indexes
 
         return [i.to_json() for i in list_indexes(self.store)]
 
     def _index(self, key: str):
-        from ..index import load_index
+        from .dataset.index import load_index
 
         if not re.match(r"^[0-9a-f]{16}$", key or ""):
             raise HTTPError(404, "indexes are addressed by their 16-hex key (see /api/indexes)")
@@ -374,7 +375,7 @@ class BlocklensApp:
 
     def examples(self, key: str, layer: str, unit: int, k: int = 6) -> dict:
         """A unit's dataset examples from index ``key``, patches inline (JPEG data URIs)."""
-        from ..analyses.examples import dataset_examples
+        from .dataset.examples import dataset_examples
 
         idx, model, lock = self._index(key)
         with lock:
@@ -383,8 +384,8 @@ class BlocklensApp:
     def atlas(self, key: str, layer: str, grid: int | None = None) -> dict:
         """The activation atlas of ``layer`` over index ``key`` (icons at the app's preset, through the store;
         the first request renders the missing ones and takes a while), as JSON with pictures inline."""
-        from ..analyses.atlas import activation_atlas
-        from ..explain import PRESETS, default_preset
+        from .dataset.atlas import activation_atlas
+        from .recipes import PRESETS, default_preset
 
         idx, model, lock = self._index(key)
         if grid is None:  # about 3 samples a cell on average, 4..20 a side
@@ -513,7 +514,7 @@ def create_app(state: BlocklensApp | None = None, **kw):
 
     @app.get("/api/explanations/{ident}/report.html")
     def report(ident: str):
-        from .report import report_html, title_for
+        from .web.report import report_html, title_for
 
         entry = state.entry(ident)
         with entry.lock:

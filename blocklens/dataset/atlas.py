@@ -1,7 +1,7 @@
 """The activation atlas (Carter et al., Distill 2019): the whole space of one layer at once, over a folder.
 
 ``activation_atlas(model, "blocks.11", index, grid=20)`` takes the activation vectors an
-:class:`~blocklens.index.ActivationIndex` sampled (random non-edge positions, one per image by default), lays
+:class:`~blocklens.dataset.index.ActivationIndex` sampled (random non-edge positions, one per image by default), lays
 them out in 2-D with UMAP (umap-learn, cosine metric, a fixed ``random_state``), rescales the layout to the unit
 square and bins it into ``grid x grid`` cells, dropping cells with fewer than ``min_points`` samples. Each
 cell then gets:
@@ -20,13 +20,20 @@ cell then gets:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
+from ..analyses.common import to_jsonable
 from ..errors import BlocklensError
-from .common import to_jsonable
+from ..iconcache import icons
+from ..images import png_data_uri
+from ..optvis.targets import direction_target
+from ..web.report import atlas_html
+from .examples import crop_patch
+from .index import load_index
 
 __all__ = ["AtlasCell", "ActivationAtlas", "activation_atlas", "umap_layout", "whitening", "DEFAULT_ATLAS_COSSIM_POW"]
 
@@ -116,8 +123,6 @@ class ActivationAtlas:
 
     def to_json(self, images: bool = True, examples: int = 6, icon_size: int | None = None) -> dict:
         """Plain data: the cells (with icons as PNG data URIs and ``examples`` patches each when ``images``)."""
-        from ..web.data import png_data_uri
-
         cells = []
         for c in self.cells:
             d = {"row": c.row, "col": c.col, "count": c.count, "samples": c.samples, "key": c.key,
@@ -153,13 +158,9 @@ class ActivationAtlas:
         return out
 
     def to_html(self, title: str | None = None) -> str:
-        from ..web.report import atlas_html
-
         return atlas_html(self, title=title)
 
     def save_html(self, path) -> Any:
-        from pathlib import Path
-
         p = Path(path)
         p.write_text(self.to_html(), encoding="utf-8")
         return p
@@ -172,50 +173,14 @@ class ActivationAtlas:
                 f'srcdoc="{html.escape(self.to_html(), quote=True)}"></iframe>')
 
 
-def _atlas_key(model, layer: str, direction: np.ndarray, cossim_pow: float, recipe: dict) -> str:
-    from ..store import direction_hash, icon_key
-
-    import torch
-
-    unit = f"atlas-direction:{direction_hash(torch.tensor(direction, dtype=torch.float32))}:cos{float(cossim_pow):g}"
-    return icon_key(model.fingerprint, layer, unit, recipe)
-
-
 def atlas_icons(model, layer: str, directions: list[np.ndarray], *, store=None, cossim_pow: float = 1.0,
                 batch: int = 16, progress: bool | None = None, **recipe_overrides) -> tuple[list, list[str]]:
-    """Direction icons (``dot * max(0.1, cos)^cossim_pow``) for ``directions`` of ``layer``, from the store
-    or rendered ``batch`` at a time (``same_init``: the same image in any batch) and put there. The recipe is the
-    device's preset (:func:`~blocklens.explain.default_preset`) with ``recipe_overrides``."""
-    import torch
-
-    from ..explain import PRESETS, default_preset
-    from ..iconcache import recipe_for
-    from ..optvis import objectives as obj
-    from ..optvis.render import render
-    from ..store import Icon, IconStore
-
-    recipe = recipe_for(**{**PRESETS[default_preset(model)]["icons"], **recipe_overrides})
-    store = store if isinstance(store, IconStore) else IconStore(store)
-    keys = [_atlas_key(model, layer, d, cossim_pow, recipe) for d in directions]
-    found = {}
-    for k in dict.fromkeys(keys):
-        icon = store.get(k)
-        if icon is not None:
-            found[k] = icon
-    missing = [(k, d) for k, d in dict(zip(keys, directions)).items() if k not in found]
-    for start in range(0, len(missing), batch):
-        chunk = missing[start:start + batch]
-        vecs = torch.tensor(np.stack([d for _, d in chunk]), dtype=torch.float32)
-        objective = obj.direction(layer, vecs, cossim_pow=cossim_pow)
-        result = render(model, objective, batch=len(chunk), same_init=True, progress=progress,
-                        desc=f"atlas icons {start + len(chunk)}/{len(missing)}", **recipe)
-        for i, (k, d) in enumerate(chunk):
-            meta = {"model": model.name, "fingerprint": model.fingerprint, "layer": layer,
-                    "unit": "atlas-direction", "target": "atlas", "recipe": recipe, "cossim_pow": cossim_pow,
-                    "objective": float(result.final[i]), "zero_grad_steps": int(result.zero_grad_steps[i])}
-            store.put(k, result.uint8(i), meta)
-            found[k] = Icon(result.uint8(i), dict(meta, key=k), k)
-    return [found[k] for k in keys], keys
+    """Direction icons (``dot * max(0.1, cos)^cossim_pow``) for ``directions`` of ``layer``, through the icon store
+    (:func:`blocklens.icons`: rendered ``batch`` at a time only where missing, the same image in any batch), with
+    the device's preset and ``recipe_overrides``. Returns the icons and their keys."""
+    targets = [direction_target(model, layer, d, cossim_pow=cossim_pow) for d in directions]
+    got = icons(model, targets, store=store, batch=batch, progress=progress, **recipe_overrides)
+    return got, [i.key for i in got]
 
 
 def activation_atlas(model, layer: str, index, grid: int = 20, *, min_points: int = 3, n_neighbors: int = 20,
@@ -224,9 +189,6 @@ def activation_atlas(model, layer: str, index, grid: int = 20, *, min_points: in
                      store=None, batch: int = 16, progress: bool | None = None, **recipe) -> ActivationAtlas:
     """The activation atlas of ``layer`` over ``index`` (see the module docstring). ``recipe``: icon options
     (``size``, ``steps``, ...) as for :func:`blocklens.icons`; ``icons=False`` skips rendering."""
-    from ..index import load_index
-    from .examples import crop_patch
-
     index = load_index(index, model) if not hasattr(index, "manifest") else index
     index.check_model(model)
     name = model.layer(layer).name

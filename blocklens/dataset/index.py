@@ -43,8 +43,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import BlocklensError, ImageError
-from .store import IconStore, layer_slug
+from ..errors import BlocklensError, ImageError
+from ..jobs import default_threads, describe_error, driver_model, parent_alive, run_jobs, use_threads, worker_model
+from ..recipes import default_layers
+from ..store import IconStore, layer_slug
 
 __all__ = ["ActivationIndex", "LayerIndex", "build_index", "load_index", "index_for", "list_indexes", "index_key", "folder_key",
            "folder_images", "receptive_field", "IMAGE_EXTENSIONS", "INDEX_VERSION"]
@@ -133,8 +135,8 @@ def index_key(fingerprint: str, layers: Sequence[str], folder: str, preprocessin
 def prepared(model, path: str | os.PathLike):
     """``(x, crop)``: the model input ``(1, C, S, S)`` and the RGB picture it shows (the resized centre crop),
     from one decode of the file; raises :class:`ImageError` for an unreadable file."""
-    from .images import load_image
-    from .models.base import resize_and_crop, to_tensor01
+    from ..images import load_image
+    from ..models.base import resize_and_crop, to_tensor01
 
     img = load_image(path)
     crop = resize_and_crop(img, model.input_size, model.resize)
@@ -313,13 +315,11 @@ def _shard_rel(key: str, chunk: int) -> str:
 
 
 def _execute_chunk(job: IndexJob, model, store: IconStore | None) -> dict:
-    from .precompute import _parent_alive
-
     t0 = time.perf_counter()
     arrays = compute_chunk(model, Path(job.folder), job.images, job.ids, job.layers, job.k, job.samples, job.seed,
                            job.classes)
     data = _npz_bytes(arrays)
-    if not _parent_alive():  # the run was killed: write nothing behind its back
+    if not parent_alive():  # the run was killed: write nothing behind its back
         os._exit(1)
     if job.write:
         store.files.write(_shard_rel(job.key, job.index), data)
@@ -330,14 +330,8 @@ def _execute_chunk(job: IndexJob, model, store: IconStore | None) -> dict:
 
 def run_chunk(job: IndexJob) -> dict:
     """Worker entry point (local process or Ray task): compute one chunk and put its shard into the store."""
-    import torch
-
-    from .precompute import _STATE, _worker_model
-
-    if job.threads and _STATE.get("threads") != job.threads:
-        torch.set_num_threads(job.threads)
-        _STATE["threads"] = job.threads
-    model = _worker_model(job)
+    use_threads(job.threads)
+    model = worker_model(job)
     store = IconStore(job.store, storage_options=job.storage_options) if job.write else None
     return _execute_chunk(job, model, store)
 
@@ -508,7 +502,7 @@ class ActivationIndex:
     def layer(self, name: str) -> LayerIndex:
         """The arrays of one indexed layer (names as given to :func:`build_index`, or a model's canonical one)."""
         if name not in self.manifest["layer_info"]:
-            from .errors import unknown
+            from ..errors import unknown
 
             raise unknown("indexed layer", name, self.layers, hint=f"index {self.key} has {', '.join(self.layers)}")
         if name not in self._layers:
@@ -568,7 +562,7 @@ def load_index(source: str | os.PathLike | ActivationIndex, model=None, layers: 
     fkey = folder_key(folder, images)
     fp = None
     if model is not None:
-        from .models import load_model
+        from ..models import load_model
 
         model = load_model(model) if isinstance(model, str) else model
         fp = model.fingerprint
@@ -602,12 +596,6 @@ def _options(k: int = 16, samples: int = 1, seed: int = 0, classes: int = 5, chu
     return {"k": int(k), "samples": int(samples), "seed": int(seed), "classes": int(classes), "chunk": int(chunk)}
 
 
-def default_index_layers(model) -> list[str]:
-    from .explain import default_layers
-
-    return default_layers(model)
-
-
 def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", layers: Sequence[str] | None = None,
                 *, store: IconStore | str | os.PathLike | None = None, storage_options: dict | None = None,
                 k: int = 16, samples: int = 1, seed: int = 0, classes: int = 5, chunk: int = 32,
@@ -626,9 +614,6 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
     with ``device="cuda"``). ``stop_after``: stop after that many chunks
     (testing; returns None). A finished index is returned at once; a partial one resumes.
     """
-    from .models import load_model
-    from .precompute import _describe, _local_devices, run_jobs
-
     say = log or (lambda msg: None)
     for name, v, low in (("k", k, 1), ("samples", samples, 0), ("classes", classes, 0), ("chunk", chunk, 1),
                          ("workers", workers, 0)):
@@ -640,20 +625,10 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
         raise BlocklensError(f"no image files in {root} (looked for {', '.join(IMAGE_EXTENSIONS)}, subfolders "
                              f"included; {ignored} other file(s) ignored)")
     remote = ray is not None or workers > 0
-    weights = str(weights) if weights is not None else None
     if ray is not None and device == "cuda" and not gpus_per_task:
         gpus_per_task = 1  # Ray shows a task only the GPUs it reserved
-    if isinstance(model, str):
-        spec = model
-        model = loader() if loader is not None else load_model(model, weights=weights,
-                                                               device="cpu" if remote else _local_devices(device, 1)[0])
-    else:
-        spec = getattr(model, "spec", None)
-        weights = weights or getattr(model, "weights", None)
-    if remote and loader is None and spec is None:
-        raise BlocklensError(f"model {model.name!r} was not loaded from a spec (bl.load_model), so workers cannot "
-                             "build it: pass loader= (a picklable function returning it) or workers=0")
-    layers = default_index_layers(model) if layers is None else list(layers)
+    model, spec, weights = driver_model(model, loader=loader, weights=weights, device=device, remote=remote)
+    layers = default_layers(model) if layers is None else list(layers)
     if not layers:
         raise BlocklensError("no layer to index")
     infos = [model.layer(n) for n in layers]
@@ -672,8 +647,7 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
     have = {rel.rsplit("/", 1)[1] for rel, _, _ in store.files.walk(f"{INDEX_DIR}/{key}/shards")}
     todo = [c for c in range(len(chunks)) if f"{c:06d}.npz" not in have]
     write_in_workers = store.shared or not remote
-    if threads is None and ray is None and workers > 0:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = default_threads(threads, workers, ray)
     jobs = [IndexJob(c, [images[i] for i in chunks[c]], chunks[c], str(root), names, key, k, samples, seed, classes,
                      spec or model.name, model.fingerprint, store.url, dict(store.storage_options),
                      write=write_in_workers, device=None if device in (None, "auto") or ray is None else device,
@@ -697,7 +671,7 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
         bar.update(len(job.images))
 
     def on_error(job: IndexJob, e: BaseException) -> None:
-        errors.append(f"chunk {job.index} ({job.images[0]}..): {_describe(e)}")
+        errors.append(f"chunk {job.index} ({job.images[0]}..): {describe_error(e)}")
         say(errors[-1])
         bar.update(len(job.images))
 

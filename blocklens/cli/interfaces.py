@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import BlocklensError
+from ..errors import BlocklensError
+from .args import add_model, load_model_arg, resolve_image_arg
 
 EXPLAIN_EPILOG = """\
 examples:
@@ -24,9 +25,9 @@ examples:
 """
 
 
-def add_commands(sub, add_model) -> None:
-    """Add ``explain`` and ``serve`` to the ``blocklens`` parser's ``sub``; ``add_model(p)`` adds ``--model``."""
-    from .explain import PRESETS
+def add_commands(sub) -> None:
+    """Add ``explain`` and ``serve`` to the ``blocklens`` parser's ``sub``."""
+    from ..recipes import PRESETS
 
     p = sub.add_parser(
         "explain", help="every building block for one image, as a self-contained HTML report",
@@ -114,11 +115,9 @@ def default_out(image: str) -> Path:
 def cmd_explain(args) -> int:
     import time
 
-    from .explain import explain
-    from .cli import resolve_image_arg
-    from .images import bundled_images, load_image
-    from .cli import load_model_arg
-    from .store import IconStore
+    from ..explain import explain
+    from ..images import bundled_images, load_image
+    from ..store import IconStore
 
     source = args.image
     path = resolve_image_arg(source)
@@ -132,7 +131,7 @@ def cmd_explain(args) -> int:
     model = load_model_arg(args, renders=not args.quiet)
     t0 = time.perf_counter()
     progress = False if args.quiet else None
-    from .explain import default_preset
+    from ..recipes import default_preset
 
     preset = args.preset or default_preset(model)
     if not args.quiet:
@@ -146,8 +145,8 @@ def cmd_explain(args) -> int:
                      icons=pictures, grids=pictures)
     examples = None
     if getattr(args, "examples", None):
-        from .index import index_for, load_index
-        from .web.report import examples_data
+        from ..dataset.index import index_for, load_index
+        from ..dataset.examples import examples_data
 
         layers = [lr.layer for lr in result.layers]
         src = Path(args.examples)
@@ -175,7 +174,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .web.server import BlocklensApp, serve
+    from ..app import BlocklensApp, serve
 
     if not 0 < args.port < 65536:
         raise BlocklensError(f"--port {args.port} is not a port number (1-65535)")

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from .cli import _positive_int
-from .cli_store import _add_store, _nonneg_int, _open_store
-from .errors import BlocklensError
+from ..errors import BlocklensError
+from .args import add_model, add_store, load_model_arg, nonneg_int, open_store, positive_int, stderr_log
 
 INDEX_EXAMPLES = """\
 examples:
@@ -30,7 +28,7 @@ examples:
 
 
 def _folder_arg(args) -> Path:
-    from .images import BUNDLED_DIR
+    from ..images import BUNDLED_DIR
 
     if getattr(args, "bundled", False):
         if args.folder:
@@ -45,16 +43,16 @@ def _add_index_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", nargs="?", metavar="FOLDER", help="a folder of images (subfolders included)")
     p.add_argument("--bundled", action="store_true", help="the photos that ship with blocklens "
                    "(blocklens/data/images)")
-    p.add_argument("--k", type=_positive_int, default=16, help="top (and bottom) images kept per unit (default 16)")
-    p.add_argument("--samples", type=_nonneg_int, default=1, help="random positions per image kept for the atlas "
+    p.add_argument("--k", type=positive_int, default=16, help="top (and bottom) images kept per unit (default 16)")
+    p.add_argument("--samples", type=nonneg_int, default=1, help="random positions per image kept for the atlas "
                    "(default 1, as in the article)")
-    p.add_argument("--classes", type=_nonneg_int, default=5, help="top predicted classes whose attribution each "
+    p.add_argument("--classes", type=nonneg_int, default=5, help="top predicted classes whose attribution each "
                    "sample records (default 5; 0: none, faster)")
     p.add_argument("--index-seed", type=int, default=0, help="seed of the sampled positions (default 0)")
-    p.add_argument("--chunk", type=_positive_int, default=32, help="images per shard (default 32)")
+    p.add_argument("--chunk", type=positive_int, default=32, help="images per shard (default 32)")
 
 
-def add_commands(sub, add_model) -> None:
+def add_commands(sub) -> None:
     p = sub.add_parser(
         "index", help="index a folder of images: each unit's top images and samples for the atlas",
         description="Run the model over every image of FOLDER and record, per layer and unit, the top-k images "
@@ -66,9 +64,9 @@ def add_commands(sub, add_model) -> None:
     _add_index_options(p)
     add_model(p)
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to index (default: the report's layers)")
-    _add_store(p)
-    p.add_argument("--workers", type=_nonneg_int, default=0, help="local worker processes (default 0: this process)")
-    p.add_argument("--threads", type=_positive_int, help="torch threads per worker (default: CPU cores / workers)")
+    add_store(p)
+    p.add_argument("--workers", type=nonneg_int, default=0, help="local worker processes (default 0: this process)")
+    p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPU cores / workers)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default auto)")
     p.add_argument("--ray", metavar="ADDRESS", help="run the chunks as Ray tasks (pip install 'blocklens[ray]'): "
                    "auto, ray://HOST:10001, HOST:6379, or local")
@@ -90,17 +88,17 @@ def add_commands(sub, add_model) -> None:
     add_model(p)
     p.add_argument("--layer", required=True, metavar="LAYER", help="the layer to map")
     p.add_argument("--index", metavar="KEY", help="an index key from 'blocklens index' (instead of FOLDER)")
-    p.add_argument("--grid", type=_positive_int, default=20, help="cells per side (default 20)")
-    p.add_argument("--min-points", type=_positive_int, default=3, help="cells with fewer samples are dropped "
+    p.add_argument("--grid", type=positive_int, default=20, help="cells per side (default 20)")
+    p.add_argument("--min-points", type=positive_int, default=3, help="cells with fewer samples are dropped "
                    "(default 3)")
-    p.add_argument("--n-neighbors", type=_positive_int, default=20, help="UMAP n_neighbors (default 20)")
+    p.add_argument("--n-neighbors", type=positive_int, default=20, help="UMAP n_neighbors (default 20)")
     p.add_argument("--min-dist", type=float, default=0.05, help="UMAP min_dist (default 0.05)")
     p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None, help="icon recipe (quick: "
                    "56 px, 48 steps; default: 128 px, 512 steps; default: quick on a CPU, default on a GPU)")
-    p.add_argument("--size", type=_positive_int, help="icon size (overrides the preset)")
-    p.add_argument("--steps", type=_positive_int, help="icon steps (overrides the preset)")
+    p.add_argument("--size", type=positive_int, help="icon size (overrides the preset)")
+    p.add_argument("--steps", type=positive_int, help="icon steps (overrides the preset)")
     p.add_argument("--no-icons", action="store_true", help="no icons (the layout and class evidence only)")
-    _add_store(p)
+    add_store(p)
     p.add_argument("--out", default="atlas.html", metavar="FILE", help="the self-contained HTML page "
                    "(default atlas.html)")
     p.add_argument("--png", metavar="FILE", help="also a PNG of the atlas's icons on their grid")
@@ -109,26 +107,17 @@ def add_commands(sub, add_model) -> None:
     p.set_defaults(func=cmd_atlas)
 
 
-def _log(args):
-    quiet = args.json and not sys.stderr.isatty()
-
-    def log(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr, flush=True)
-    return log
-
-
 def index_from_args(args, layers, model=None):
     """Build (or load) the index that FOLDER/--bundled and the index options name."""
-    from .index import build_index
+    from ..dataset.index import build_index
 
     return build_index(_folder_arg(args), model if model is not None else args.model, layers,
-                       store=_open_store(args), k=args.k, samples=args.samples, seed=args.index_seed,
+                       store=open_store(args), k=args.k, samples=args.samples, seed=args.index_seed,
                        classes=args.classes, chunk=args.chunk, workers=getattr(args, "workers", 0),
                        threads=getattr(args, "threads", None), device=getattr(args, "device", None),
                        ray=getattr(args, "ray", None), gpus_per_task=getattr(args, "gpus_per_task", 0) or 0,
                        progress=False if args.no_progress else None,
-                       weights=args.weights, log=_log(args))
+                       weights=args.weights, log=stderr_log(args))
 
 
 def cmd_index(args) -> int:
@@ -146,30 +135,29 @@ def cmd_index(args) -> int:
 
 
 def cmd_atlas(args) -> int:
-    from .analyses.atlas import activation_atlas
-    from .cli import load_model_arg
-    from .explain import PRESETS
-    from .index import load_index
+    from ..dataset.atlas import activation_atlas
+    from ..recipes import PRESETS
+    from ..dataset.index import load_index
 
     model = load_model_arg(args, renders=True)
     layer = model.layer(args.layer).name
     if args.index:
-        idx = load_index(args.index, store=_open_store(args))
+        idx = load_index(args.index, store=open_store(args))
     else:  # an index of the folder with this layer and the same sampling (other layers, any k), else a new one
         try:
-            idx = load_index(_folder_arg(args), model, None, store=_open_store(args), _need=[layer])
+            idx = load_index(_folder_arg(args), model, None, store=open_store(args), _need=[layer])
             o = idx.manifest["options"]
             if (o["samples"], o["classes"], o["seed"]) != (args.samples, args.classes, args.index_seed):
                 raise BlocklensError("that index sampled differently")
         except BlocklensError:
             idx = index_from_args(args, [layer], model=model)
-    from .explain import default_preset
+    from ..recipes import default_preset
 
     recipe = dict(PRESETS[args.preset or default_preset(model)]["icons"])
     recipe.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None})
     atlas = activation_atlas(model, layer, idx, grid=args.grid, min_points=args.min_points,
                              n_neighbors=args.n_neighbors, min_dist=args.min_dist, icons=not args.no_icons,
-                             store=_open_store(args), progress=False if args.no_progress else None, **recipe)
+                             store=open_store(args), progress=False if args.no_progress else None, **recipe)
     out = atlas.save_html(args.out)
     if args.png:
         atlas.to_pil().save(args.png)

@@ -5,8 +5,9 @@ import argparse
 import json
 import sys
 
-from .cli import _int_at_least, _positive_int
-from .errors import BlocklensError
+from ..errors import BlocklensError
+from .args import (add_model, add_recipe, add_store, load_model_arg, nonneg_int, open_store, positive_int,
+                   print_help, recipe_args, stderr_log)
 
 PRECOMPUTE_EXAMPLES = """\
 examples:
@@ -30,31 +31,8 @@ examples:
 """
 
 
-_nonneg_int = _int_at_least(0, "0 or more")
-
-
-def _add_store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", metavar="DIR_OR_URL", help="icon store: a folder or an fsspec URL (s3://, gs://, "
-                   "az://, sftp://...; object stores need their package: s3fs, gcsfs, adlfs). Default: "
-                   "$BLOCKLENS_CACHE or ~/.cache/blocklens")
-    p.add_argument("--storage-options", metavar="JSON", help="fsspec options for the store's file system, as a "
-                   "JSON object (credentials, endpoint_url, ...)")
-
-
-def _add_recipe(p: argparse.ArgumentParser, default_preset: str | None) -> None:
-    from .explain import PRESETS
-
-    p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="the icon recipe: quick = 56 px, 48 steps; default = 128 px, 512 steps; lucid = Lucid's "
-                        "recipe unchanged" + (" (default: quick on a CPU, default where CUDA is available)"
-                                              if default_preset == "device" else ""))
-    p.add_argument("--size", type=_positive_int, help="image size in pixels (overrides the preset)")
-    p.add_argument("--steps", type=_positive_int, help="optimization steps (overrides the preset)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-
-
-def add_commands(sub, add_model) -> None:
-    """Add this module's subcommands to the ``blocklens`` parser's ``sub``; ``add_model(p)`` adds ``--model``."""
+def add_commands(sub) -> None:
+    """Add this module's subcommands to the ``blocklens`` parser's ``sub``."""
     p = sub.add_parser(
         "precompute", help="render every icon of a model's layers into a (shareable) store",
         description="Render every channel of the chosen layers (and, on request, neurons and class logits) into "
@@ -71,10 +49,10 @@ def add_commands(sub, add_model) -> None:
     p.add_argument("--units", nargs="+", metavar="SPEC", help="which units of each layer: all (default), 0-15, "
                    "3,5,8-11, or CHANNEL@X,Y for a neuron (12@7,7)")
     p.add_argument("--logits", nargs="+", metavar="SPEC", help="class icons too: all, or indices and ranges (0-9)")
-    _add_store(p)
-    p.add_argument("--workers", type=_nonneg_int, default=1, help="local worker processes (default 1; 0 renders "
+    add_store(p)
+    p.add_argument("--workers", type=nonneg_int, default=1, help="local worker processes (default 1; 0 renders "
                    "in this process)")
-    p.add_argument("--threads", type=_positive_int, help="torch threads per worker (default: CPU cores / workers; "
+    p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPU cores / workers; "
                    "1 per Ray task)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to render (default "
                    "auto: cuda when there is a GPU; local worker i gets GPU i mod count)")
@@ -83,10 +61,10 @@ def add_commands(sub, add_model) -> None:
                    "ray://HOST:10001, HOST:6379, or local (start a cluster in this process)")
     p.add_argument("--gpus-per-task", type=float, default=0, metavar="N", help="GPUs Ray reserves per task "
                    "(default 0; 1 on a GPU cluster)")
-    p.add_argument("--batch", type=_positive_int, default=8, help="units rendered together (default 8)")
+    p.add_argument("--batch", type=positive_int, default=8, help="units rendered together (default 8)")
     p.add_argument("--shard", metavar="I/N", help="only the I-th of N disjoint parts of the plan (0/4 ... 3/4): N "
                    "runs on N machines share one store without rendering anything twice")
-    _add_recipe(p, "device")
+    add_recipe(p, "device")
     p.add_argument("--verify", action="store_true", help="fully check the entries already in the store first "
                    "(slow on big stores); corrupt ones are rendered again")
     p.add_argument("--no-sprites", action="store_true", help="do not write sprite sheets")
@@ -100,7 +78,7 @@ def add_commands(sub, add_model) -> None:
                                    "every entry, and an export of one layer to a folder of PNGs plus its index.",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=STORE_EXAMPLES)
     ssub = s.add_subparsers(dest="store_command", metavar="SUBCOMMAND")
-    s.set_defaults(func=lambda args: _print_help(s))
+    s.set_defaults(func=lambda args: print_help(s))
 
     q = ssub.add_parser("info", help="what the store holds",
                         description="Entry count and size, temporary files left by interrupted writes, entries "
@@ -108,7 +86,7 @@ def add_commands(sub, add_model) -> None:
                                     "Reads a listing only: nothing is decoded.",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="example:\n  blocklens store info --store /data/icons --json")
-    _add_store(q)
+    add_store(q)
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_store_info)
 
@@ -118,7 +96,7 @@ def add_commands(sub, add_model) -> None:
                                     "are checked against their index. Exit status 1 when anything is corrupt.",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="example:\n  blocklens store verify --clean-temp 0 --json")
-    _add_store(q)
+    add_store(q)
     q.add_argument("--no-quarantine", action="store_true", help="report corrupt entries but leave them in place")
     q.add_argument("--clean-temp", nargs="?", type=float, const=3600.0, metavar="SECONDS",
                    help="also remove temporary files (and unreferenced sprite sheets) older than SECONDS "
@@ -139,73 +117,30 @@ def add_commands(sub, add_model) -> None:
     add_model(q)
     q.add_argument("--layer", required=True, help="the layer (or 'logit')")
     q.add_argument("--out", required=True, metavar="DIR", help="where the PNGs and index.json go")
-    _add_store(q)
-    _add_recipe(q, None)
+    add_store(q)
+    add_recipe(q, None)
     q.add_argument("--recipe", metavar="HASH", help="the recipe of one of the layer's sprite sheets, by its hash "
                    "(prefix); 'blocklens store info' lists them")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_store_export)
 
 
-def _print_help(p: argparse.ArgumentParser) -> int:
-    p.print_help()
-    return 0
-
-
 # -- helpers ---------------------------------------------------------------------------------------------------
-def _open_store(args):
-    from .store import IconStore
-
-    options = None
-    if getattr(args, "storage_options", None):
-        try:
-            options = json.loads(args.storage_options)
-        except ValueError as e:
-            raise BlocklensError(f"--storage-options is not valid JSON: {e}") from None
-        if not isinstance(options, dict):
-            raise BlocklensError("--storage-options must be a JSON object, e.g. '{\"anon\": true}'")
-    return IconStore(args.store, storage_options=options)
-
-
-def _recipe_args(args, default_preset: str | None) -> dict | None:
-    """Recipe overrides from --preset/--size/--steps/--seed; None when none was given and there is no default."""
-    from .explain import PRESETS
-
-    from .explain import default_preset as by_device
-
-    preset = args.preset or default_preset
-    if preset is None and args.size is None and args.steps is None and args.seed is None:
-        return None
-    if preset in (None, "device"):
-        preset = by_device()
-    over = dict(PRESETS[preset]["icons"])
-    for k in ("size", "steps", "seed"):
-        if getattr(args, k) is not None:
-            over[k] = getattr(args, k)
-    return over
-
-
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 # -- commands --------------------------------------------------------------------------------------------------
 def cmd_precompute(args) -> int:
-    from .precompute import precompute
+    from ..precompute import precompute
 
-    store = _open_store(args)
-    over = _recipe_args(args, "device")
-    quiet = args.json and not sys.stderr.isatty()
-
-    def log(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr, flush=True)
-
+    store = open_store(args)
+    over = recipe_args(args, "device")
     summary = precompute(args.model, args.layers, args.units, args.logits, store=store, workers=args.workers,
                          threads=args.threads, device=args.device, ray=args.ray, gpus_per_task=args.gpus_per_task,
                          batch=args.batch, progress=False if args.no_progress else None,
                          sprites=not args.no_sprites, verify=args.verify, dry_run=args.dry_run, shard=args.shard,
-                         weights=args.weights, log=log, **over)
+                         weights=args.weights, log=stderr_log(args), **over)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -225,7 +160,7 @@ def cmd_precompute(args) -> int:
 
 
 def cmd_store_info(args) -> int:
-    store = _open_store(args)
+    store = open_store(args)
     info = store.info()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -246,7 +181,7 @@ def cmd_store_info(args) -> int:
 def cmd_store_verify(args) -> int:
     import warnings
 
-    store = _open_store(args)
+    store = open_store(args)
     report = store.verify(quarantine=not args.no_quarantine, progress=not args.no_progress and sys.stderr.isatty())
     bad_sprites = []
     sheets = store.sprites()
@@ -278,14 +213,13 @@ def cmd_store_verify(args) -> int:
 
 
 def cmd_store_export(args) -> int:
-    from .cli import load_model_arg
-    from .iconcache import recipe_for
-    from .precompute import LOGIT_GROUP, export_layer
+    from ..recipes import recipe_for
+    from ..precompute import LOGIT_GROUP, export_layer
 
-    store = _open_store(args)
+    store = open_store(args)
     model = load_model_arg(args)
     layer = LOGIT_GROUP if args.layer.lower() in ("logit", "logits") else model.layer(args.layer).name
-    over = _recipe_args(args, None)
+    over = recipe_args(args, None)
     if over is not None and args.recipe:
         raise BlocklensError("give --recipe or --preset/--size/--steps/--seed, not both")
     if over is not None:
@@ -302,7 +236,7 @@ def cmd_store_export(args) -> int:
                                 f"steps, {s.get('count')} icons)" for s in sheets)
             raise BlocklensError(f"the store has {len(sheets)} recipes for {layer}: {choices}; pick one with "
                                  "--recipe HASH or --size/--steps")
-        recipe = sheets[0]["recipe"] if sheets else recipe_for(**_recipe_args(args, "device"))
+        recipe = sheets[0]["recipe"] if sheets else recipe_for(**recipe_args(args, "device"))
     index = export_layer(store, model, layer, recipe, args.out)
     if index["count"] == 0:
         raise BlocklensError(f"the store {store.url} holds no icon of {layer} for {model.name} with recipe "

@@ -1,0 +1,128 @@
+"""Recipes: the icon and grid presets, the device's default preset, what a recipe costs, and the layers to show first.
+
+Everything that renders (:mod:`~blocklens.iconcache`, precompute, the dataset floor, explain, the app) takes its
+recipe from here, so one preset means the same pictures everywhere. A recipe is the full set of render options
+an icon's store key is made of (:func:`recipe_for`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import BlocklensError
+from .optvis.render import DEFAULTS
+
+#: Icon and grid recipes. "default" (128 px, 512 steps) is the reference for a GPU; "quick" (56 px, 48 steps) what a
+#: CPU gets: about a minute of pictures per explanation on two cores. Both use the contrast ramp (each colour channel
+#: standardized to a photograph's contrast, blended in over the first half of the steps) and the steeper
+#: ``1/f^1.5`` Fourier preconditioning, chosen by measurement (bench/bench_icon_quality.py); "lucid" is Lucid's
+#: recipe unchanged (1/f, no contrast ramp), for comparison.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"icons": dict(size=128, steps=512, decay_power=1.5, contrast=0.5), "grid": dict(cell=48, steps=256, contrast=0.5),
+                "group_counts": (2, 3, 4, 5, 6, 7, 8)},
+    "quick": {"icons": dict(size=56, steps=48, decay_power=1.5, contrast=0.5), "grid": dict(cell=40, steps=48, batch_cells=32, contrast=0.5),
+              "group_counts": (3, 4, 5, 6)},
+    "lucid": {"icons": dict(size=128, steps=512), "grid": dict(cell=48, steps=256),
+              "group_counts": (2, 3, 4, 5, 6, 7, 8)},
+}
+
+
+def default_preset(model=None) -> str:
+    """The preset for ``model``'s device when none is asked for: "quick" on a CPU, "default" elsewhere (every
+    entry point uses it: ``explain``, ``icons``, ``vis``, ``precompute``, ``atlas``, the app)."""
+    if model is None:  # no model at hand (precompute's planner): this process's best device
+        import torch
+
+        return "default" if torch.cuda.is_available() else "quick"
+    device = getattr(model, "device", None)
+    return "quick" if device is None or getattr(device, "type", "cpu") == "cpu" else "default"
+
+
+def icon_cost(recipe: dict) -> float:
+    """A recipe's relative cost per icon: steps x pixels of the transformed image (size + 24 of padding)."""
+    return float(recipe.get("steps", 512)) * (float(recipe.get("size", 128)) + 24) ** 2
+
+
+def preset_note(preset: str, seconds: float | None = None, n_icons: int | None = None,
+                recipe: dict | None = None) -> str:
+    """Which recipe made the icons (``recipe``: the icon recipe used, default the preset's) and what the default
+    preset would cost on this device, scaled from the measured ``seconds`` for ``n_icons`` by :func:`icon_cost`."""
+    ic = {**PRESETS[preset]["icons"], **(recipe or {})}
+    custom = "" if ic == PRESETS[preset]["icons"] else ", changed"
+    note = f"icons: {preset} preset ({ic['size']} px, {ic['steps']} steps{custom})"
+    ref = PRESETS["default"]["icons"]
+    if ic != ref and seconds and n_icons:
+        est = seconds * icon_cost(ref) / icon_cost(ic)
+        when = f"{est / 60:.0f} min" if est >= 90 else f"{est:.0f} s"
+        note += (f"; the default preset ({ref['size']} px, {ref['steps']} steps) would take about {when} for "
+                 f"these {n_icons} icons on this device (preset 'default')")
+    return note
+
+
+RECIPE_KEYS = ("size", "steps", "lr", "seed", "param", "decorrelate", "transforms", "rescue_steps", "through_cap",
+               "decay_power", "contrast")
+
+
+def recipe_for(**overrides) -> dict:
+    """The full recipe (render defaults with ``overrides``) that icon keys are made of."""
+    unknown = set(overrides) - set(RECIPE_KEYS)
+    if unknown:
+        raise BlocklensError(f"unknown recipe option(s) {sorted(unknown)}; valid: {', '.join(RECIPE_KEYS)}")
+    recipe = {k: DEFAULTS[k] for k in RECIPE_KEYS}
+    recipe.update({k: v for k, v in overrides.items() if v is not None})
+    return recipe
+
+
+DEFAULT_LAYERS = {"efficientnet_lite0": ["blocks.7", "blocks.11"], "efficientnet_lite1": ["blocks.10", "blocks.16"],
+                  "efficientnet_lite2": ["blocks.10", "blocks.16"]}
+
+
+#: Default layers have a grid of this many positions a side (smaller grids say little about where; larger ones
+#: cost more than a first look is worth, see :data:`~blocklens.analyses.common.MAX_POSITIONS`).
+GRID_SIDES = (7, 28)
+
+
+def layer_candidates(model) -> list:
+    """Spatial layers worth a first look, in forward order: block outputs with a grid of :data:`GRID_SIDES`
+    positions a side, called once per forward; failing that, any spatial layer with such a grid; failing that,
+    any spatial layer. A block is a module with submodules that is no plain container itself, whose parent is a
+    ``Sequential`` / ``ModuleList`` (a stage) or the model, and that sits inside no other block: ResNet's
+    ``layer3.2``, GoogLeNet's ``inception4c``; where that leaves fewer than three, the innermost such modules
+    (torchvision ViT's ``encoder.layers.encoder_layer_5`` rather than its one ``encoder``)."""
+    from torch import nn
+
+    modules = dict(model.module.named_modules())
+    stage = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+    def block_like(path: str) -> bool:
+        mod = modules.get(path)
+        if not path or mod is None or isinstance(mod, stage) or not any(True for _ in mod.children()):
+            return False
+        parent = path.rpartition(".")[0]
+        return parent == "" or isinstance(modules.get(parent), stage)
+
+    def is_block(path: str) -> bool:
+        parts = path.split(".")
+        return block_like(path) and not any(block_like(".".join(parts[:k])) for k in range(1, len(parts)))
+
+    lo, hi = GRID_SIDES
+    sized = [i for i in model.layers if i.spatial and lo <= min(i.height, i.width) and max(i.height, i.width) <= hi]
+    once = [i for i in sized if i.calls == 1 and i.index in (None, 0)]
+    blocks = [i for i in once if is_block(i.module)]
+    if len(blocks) < 3:  # one big block (torchvision ViT's `encoder`): its own blocks instead, the innermost ones
+        inner = [i for i in once if block_like(i.module)]
+        blocks = [i for i in inner if not any(j.module.startswith(i.module + ".") for j in inner)] or blocks
+    return blocks or sized or [i for i in model.layers if i.spatial]
+
+
+def default_layers(model) -> list[str]:
+    """Two spatial layers for a first look: the zoo's choice, else the :func:`layer_candidates` at 1/2 and 3/4
+    of the depth."""
+    if model.name in DEFAULT_LAYERS:
+        return list(DEFAULT_LAYERS[model.name])
+    candidates = layer_candidates(model)
+    if not candidates:
+        kinds = sorted({i.layout for i in model.layers})
+        raise BlocklensError(f"model {model.name!r} has no layer with positions to explain (its layers' layouts: "
+                             f"{', '.join(kinds)}); 'blocklens layers' lists them")
+    picks = [candidates[len(candidates) // 2], candidates[(3 * len(candidates)) // 4]]
+    return list(dict.fromkeys(i.name for i in picks))
