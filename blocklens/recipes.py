@@ -85,17 +85,38 @@ def layer_candidates(model) -> list:
     """Spatial layers worth a first look, in forward order: block outputs with a grid of :data:`GRID_SIDES`
     positions a side, called once per forward; failing that, any spatial layer with such a grid; failing that,
     any spatial layer. A block is a module with submodules that is no plain container itself, whose parent is a
-    ``Sequential`` / ``ModuleList`` (a stage) or the model, and that sits inside no other block: ResNet's
-    ``layer3.2``, GoogLeNet's ``inception4c``; where that leaves fewer than three, the innermost such modules
-    (torchvision ViT's ``encoder.layers.encoder_layer_5`` rather than its one ``encoder``)."""
+    ``Sequential`` / ``ModuleList`` / ``ModuleDict`` (a stage) or the model, and that sits inside no other block:
+    ResNet's ``layer3.2``, GoogLeNet's ``inception4c``, DenseNet's ``features.denseblock3`` and
+    ``features.transition2``; where that leaves fewer than three, the innermost such modules (torchvision ViT's
+    ``encoder.layers.encoder_layer_5`` rather than its one ``encoder``).
+
+    A plain container only holds its modules: torch's own ``Sequential`` / ``ModuleList`` / ``ModuleDict``, or a
+    subclass that keeps their forward and holds blocks (torchvision RegNet's ``AnyStage``) or cannot be called. A
+    subclass with a forward of its own (DenseNet's ``_DenseBlock``, a ``ModuleDict`` that concatenates its
+    layers' outputs), or a ``Sequential`` subclass of single layers (DenseNet's ``_Transition``, torchvision's
+    ``Conv2dNormActivation``), is a block of its own."""
     from torch import nn
 
     modules = dict(model.module.named_modules())
     stage = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
+    def has_children(mod) -> bool:
+        return any(True for _ in mod.children())
+
+    def plain(mod) -> bool:
+        if not isinstance(mod, stage):
+            return False
+        if type(mod) in stage:
+            return True
+        base = next(b for b in stage if isinstance(mod, b))
+        if type(mod).forward is not base.forward:  # a forward of its own: a block
+            return False
+        # a Sequential subclass of single layers (conv, norm, activation) is a block; one of blocks, a stage
+        return not isinstance(mod, nn.Sequential) or any(has_children(c) for c in mod.children())
+
     def block_like(path: str) -> bool:
         mod = modules.get(path)
-        if not path or mod is None or isinstance(mod, stage) or not any(True for _ in mod.children()):
+        if not path or mod is None or plain(mod) or not has_children(mod):
             return False
         parent = path.rpartition(".")[0]
         return parent == "" or isinstance(modules.get(parent), stage)

@@ -22,6 +22,8 @@ SPECS: dict[str, tuple[str, str, dict]] = {
     "convnext_tiny": ("torchvision", "convnext_tiny", {}),
     "vit_b_16": ("torchvision", "vit_b_16", {}),
     "swin_t": ("torchvision", "swin_t", {}),
+    # dense blocks (a ModuleDict with a forward that concatenates its layers' outputs) between transitions
+    "densenet121": ("torchvision", "densenet121", {}),
     "timm_efficientnet_b0": ("timm", "efficientnet_b0", {}),
     "timm_vit_small_patch16_224": ("timm", "vit_small_patch16_224", {}),
 }
@@ -68,6 +70,14 @@ EXPECTED: dict[str, list[tuple[str, str, tuple, tuple, int]]] = {
         ("permute", "chw", (768, 7, 7), (768, 7, 7), 0),
         ("head", "vector", (1000,), (1000,), 0),
     ],
+    "densenet121": [
+        ("features.denseblock2", "chw", (512, 28, 28), (512, 28, 28), 0),
+        ("features.transition2", "chw", (256, 14, 14), (256, 14, 14), 0),
+        ("features.denseblock3", "chw", (1024, 14, 14), (1024, 14, 14), 0),
+        ("features.denseblock3.denselayer15", "chw", (32, 14, 14), (32, 14, 14), 0),  # 32 new channels
+        ("features.norm5", "chw", (1024, 7, 7), (1024, 7, 7), 0),
+        ("classifier", "vector", (1000,), (1000,), 0),
+    ],
     "timm_efficientnet_b0": [
         ("blocks.2", "chw", (40, 28, 28), (40, 28, 28), 0),
         ("blocks.3", "chw", (80, 14, 14), (80, 14, 14), 0),
@@ -88,7 +98,7 @@ EXPECTED: dict[str, list[tuple[str, str, tuple, tuple, int]]] = {
 # a spatial layer per model for rendering, hooks and activations (mid-depth, 14x14)
 MID_LAYER = {"resnet50": "layer3.2", "googlenet": "inception4c", "mobilenet_v3_large": "features.12",
              "convnext_tiny": "features.5.2.block.2", "vit_b_16": "encoder.layers.encoder_layer_5",
-             "swin_t": "features.5", "timm_efficientnet_b0": "blocks.3",
+             "swin_t": "features.5", "densenet121": "features.denseblock3", "timm_efficientnet_b0": "blocks.3",
              "timm_vit_small_patch16_224": "blocks.5"}
 
 # (source, target) for layer-to-layer spatial attribution whose target has 56x56 = 3136 positions

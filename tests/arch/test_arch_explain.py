@@ -36,7 +36,12 @@ def test_attribution_on_a_layer_followed_by_an_in_place_op(model_id, layer):
 @pytest.mark.parametrize("model_id, want", [
     ("resnet50", ["layer3.2", "layer3.5"]), ("googlenet", ["inception4c", "inception4e"]),
     ("vit_b_16", ["encoder.layers.encoder_layer_6", "encoder.layers.encoder_layer_9"]),
-    ("swin_t", ["features.5.2", "features.5.5"]), ("timm_vit_small_patch16_224", ["blocks.5", "blocks.8"])])
+    ("swin_t", ["features.5.2", "features.5.5"]), ("timm_vit_small_patch16_224", ["blocks.5", "blocks.8"]),
+    ("mobilenet_v3_large", ["features.10", "features.13"]), ("convnext_tiny", ["features.5.4", "features.5.8"]),
+    ("timm_efficientnet_b0", ["blocks.4.2", "blocks.5.2"]),
+    # a dense block is a ModuleDict with a forward of its own, a transition a Sequential subclass of single layers:
+    # both are blocks, never one dense layer's 32 new channels (features.denseblock3.denselayer15)
+    ("densenet121", ["features.denseblock3", "features.transition3"])])
 def test_default_layers_are_block_outputs(model_id, want):
     """Block outputs at 1/2 and 3/4 depth, never a stage's inside (a BatchNorm, a branch) nor one whole encoder."""
     from blocklens.recipes import default_layers

@@ -108,7 +108,8 @@ def test_fixed_size(arch):
     model_id, m = arch
     if model_id in VITS:
         assert m.fixed_size is True
-    elif model_id in {"resnet50", "googlenet", "mobilenet_v3_large", "timm_efficientnet_b0", "convnext_tiny"}:
+    elif model_id in {"resnet50", "googlenet", "mobilenet_v3_large", "timm_efficientnet_b0", "convnext_tiny",
+                      "densenet121"}:
         assert m.fixed_size is False
     else:
         assert m.fixed_size in (True, False)
