@@ -32,11 +32,14 @@ class Factors:
         return np.einsum("khw,kc->chw", self.spatial, self.channel_nonneg)
 
 
-def nonneg_matrix(acts: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(C, H, W) activations -> ((H*W, C or 2C) non-negative matrix, signed?)."""
+def nonneg_matrix(acts: np.ndarray, signed: bool | None = None) -> tuple[np.ndarray, bool]:
+    """(C, H, W) activations -> ((H*W, C or 2C) non-negative matrix, signed?). ``signed``: the treatment to apply
+    (``[relu(A), relu(-A)]`` when True); None decides by the data (signed when any value is negative)."""
     c = acts.shape[0]
     flat = acts.reshape(c, -1).T.astype(np.float64)
-    if flat.min() >= 0:
+    if signed is None:
+        signed = bool(flat.min() < 0)
+    if not signed:
         return flat, False
     return np.concatenate([np.maximum(flat, 0), np.maximum(-flat, 0)], axis=1), True
 
@@ -85,10 +88,35 @@ def _hals(x: np.ndarray, w: np.ndarray, h: np.ndarray, max_iter: int, tol: float
     return w, h
 
 
+def nmf_matrix(matrix: np.ndarray, k: int, max_iter: int = 400, tol: float = 1e-5) -> tuple[np.ndarray, np.ndarray, float]:
+    """Factorize a non-negative ``(rows, columns)`` matrix into ``(rows, k) @ (k, columns)``: NNDSVDa start, then
+    HALS. Returns both factors and the relative reconstruction error (Frobenius)."""
+    x = np.asarray(matrix, dtype=np.float64)
+    if not 1 <= k <= min(x.shape):
+        raise BlocklensError(f"k={k} must be between 1 and min(rows, columns) = min{tuple(x.shape)}")
+    if not x.any():
+        raise BlocklensError("the matrix is all zeros; nothing to factorize")
+    w, h = _hals(x, *_nndsvd_init(x, k), max_iter=max_iter, tol=tol)
+    return w, h, float(np.linalg.norm(x - w @ h) / np.linalg.norm(x))
+
+
+def project(matrix: np.ndarray, components: np.ndarray, iters: int = 50) -> np.ndarray:
+    """Non-negative loadings ``(rows, k)`` of ``matrix`` ``(rows, columns)`` on fixed ``components`` ``(k, columns)``
+    (least squares, coordinate descent): where each component is present in new data."""
+    x = np.asarray(matrix, dtype=np.float64)
+    h = np.asarray(components, dtype=np.float64)
+    hht, xht = h @ h.T, x @ h.T
+    w = np.maximum(xht / np.maximum(np.diag(hht), 1e-12), 0) / max(h.shape[0], 1)
+    for _ in range(iters):
+        for j in range(h.shape[0]):
+            w[:, j] = np.maximum(w[:, j] + (xht[:, j] - w @ hht[:, j]) / max(hht[j, j], 1e-12), 0)
+    return w
+
+
 def nmf(acts: np.ndarray, n_groups: int = 6, seed: int = 0, max_iter: int = 400, tol: float = 1e-5) -> Factors:
-    """Factorize one image's activations ``(C, H, W)`` into ``n_groups`` groups: NNDSVDa initialization, then
-    coordinate descent (HALS), in NumPy. Deterministic (``seed`` is kept for API stability); its reconstruction
-    error matches scikit-learn's NMF on the same matrix (tests/test_groups.py) without its import cost."""
+    """Factorize one image's activations ``(C, H, W)`` into ``n_groups`` groups (:func:`nmf_matrix` on the
+    ``(H*W, C')`` matrix). Deterministic (``seed`` is kept for API stability); its reconstruction error matches
+    scikit-learn's NMF on the same matrix (tests/test_groups.py) without its import cost."""
     if acts.ndim != 3:
         raise BlocklensError(f"NMF needs activations of shape (C, H, W), got {acts.shape}")
     c, h, w = acts.shape
@@ -101,9 +129,15 @@ def nmf(acts: np.ndarray, n_groups: int = 6, seed: int = 0, max_iter: int = 400,
     spatial, comps = _hals(matrix, *_nndsvd_init(matrix, n_groups), max_iter=max_iter, tol=tol)  # (HW, k), (k, C')
     err = float(np.linalg.norm(matrix - spatial @ comps))
     rel = err / float(np.linalg.norm(matrix))
-    channel = comps[:, :c] - comps[:, c:] if signed else comps
-    return Factors(spatial.T.reshape(n_groups, h, w).astype(np.float32), channel.astype(np.float32),
+    return Factors(spatial.T.reshape(n_groups, h, w).astype(np.float32), fold(comps, c).astype(np.float32),
                    comps.astype(np.float32), err, rel, signed)
+
+
+def fold(components: np.ndarray, channels: int) -> np.ndarray:
+    """``(k, C')`` non-negative components -> ``(k, C)`` signed directions (``positive - negative`` part when
+    ``C' = 2C``)."""
+    comps = np.asarray(components)
+    return comps[:, :channels] - comps[:, channels:] if comps.shape[1] == 2 * channels else comps
 
 
 def split_activations(acts: np.ndarray, spatial: np.ndarray, channel_nonneg: np.ndarray,

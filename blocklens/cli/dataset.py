@@ -1,4 +1,4 @@
-"""Command line for many images: ``index`` (the activation index of a folder) and ``atlas`` (an activation atlas)."""
+"""Command line for many images: ``index`` (a folder's activation index), ``atlas`` and ``concepts`` (a class's concepts)."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,14 @@ ATLAS_EXAMPLES = """\
 examples:
   blocklens atlas --bundled --layer blocks.11 --out atlas.html
   blocklens atlas ~/imagenet/val --layer blocks.11 --grid 20 --preset default --png atlas.png
+"""
+
+
+CONCEPTS_EXAMPLES = """\
+examples:
+  blocklens concepts photos/ --class malamute                 photos/ holds one subfolder per class (or any images)
+  blocklens concepts photos/ --class malamute --vs "German shepherd" --out dogs.html
+  blocklens concepts --bundled --class "Border collie" --layer blocks.11 --k 5 --json
 """
 
 
@@ -106,6 +114,42 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the atlas as JSON")
     p.set_defaults(func=cmd_atlas)
 
+    p = sub.add_parser(
+        "concepts", help="the concepts a model relies on for one class across a folder, and where they sit",
+        description="Factorize (NMF) the activations of one class's images at a layer into concepts; rank them by "
+                    "the mean drop of the class's log-probability when each concept's share is removed, with the "
+                    "share of predictions it flips; show each as a direction icon with its top patches and maps, "
+                    "and audit where it sits (fixed place, border, other classes). FOLDER with one subfolder per "
+                    "class gives labels; otherwise the model's predictions do. With --vs, also the channels that "
+                    "carry the most evidence for one class over the other across both classes' images.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CONCEPTS_EXAMPLES)
+    p.add_argument("folder", nargs="?", metavar="FOLDER", help="a folder of images (subfolders included)")
+    p.add_argument("--bundled", action="store_true", help="the photos that ship with blocklens")
+    p.add_argument("--index", metavar="KEY", help="the folder of an index from 'blocklens index' (instead of FOLDER)")
+    add_model(p)
+    p.add_argument("--class", dest="cls", required=True, metavar="NAME", help="the class (a name or an index)")
+    p.add_argument("--vs", metavar="NAME", help="a second class: the pair's vocabulary, and each concept's effect "
+                   "on the pair")
+    p.add_argument("--layer", metavar="LAYER", help="a layer with positions (default: the report's deeper layer)")
+    p.add_argument("--k", type=positive_int, help="the number of concepts (default: chosen by reconstruction and "
+                   "split-half stability, 2..8)")
+    p.add_argument("--positions", type=positive_int, default=16, help="positions sampled per class image for the "
+                   "factorization (default 16)")
+    p.add_argument("--max-images", type=positive_int, default=1000, help="the most images scanned (default 1000): "
+                   "an error before any work when the folder needs more")
+    p.add_argument("--examples", type=positive_int, default=8, help="top patches per concept (default 8)")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="local worker processes (default 0: this process)")
+    p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None, help="icon recipe (default: "
+                   "quick on a CPU, default on a GPU)")
+    p.add_argument("--size", type=positive_int, help="icon size (overrides the preset)")
+    p.add_argument("--steps", type=positive_int, help="icon steps (overrides the preset)")
+    p.add_argument("--no-icons", action="store_true", help="no icons")
+    add_store(p)
+    p.add_argument("--out", metavar="FILE", help="the self-contained HTML report (default CLASS.concepts.html)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the concepts as JSON (no pictures)")
+    p.set_defaults(func=cmd_concepts)
+
 
 def index_from_args(args, layers, model=None):
     """Build (or load) the index that FOLDER/--bundled and the index options name."""
@@ -167,4 +211,39 @@ def cmd_atlas(args) -> int:
         print(f"{out}  atlas of {layer}: {len(atlas.cells)} cells from {atlas.points} samples of index {idx.key}")
         if args.png:
             print(f"{args.png}  its icons on the grid")
+    return 0
+
+
+def cmd_concepts(args) -> int:
+    import re
+
+    from ..dataset.concepts import class_concepts
+    from ..recipes import PRESETS, default_preset
+
+    model = load_model_arg(args, renders=not args.no_icons)
+    if args.index and (args.folder or args.bundled):
+        raise BlocklensError("give a FOLDER, --bundled or --index, not several")
+    source = args.index or _folder_arg(args)
+    recipe = dict(PRESETS[args.preset or default_preset(model)]["icons"])
+    recipe.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None})
+    result = class_concepts(model, source, args.cls, args.layer, args.k, vs=args.vs, store=open_store(args),
+                            icons=not args.no_icons, positions=args.positions, max_images=args.max_images,
+                            examples=args.examples, workers=args.workers,
+                            progress=False if args.no_progress else None, log=stderr_log(args), **recipe)
+    out = Path(args.out or re.sub(r"[^A-Za-z0-9._-]+", "_", result.label) + ".concepts.html")
+    result.save_html(out)
+    if args.json:
+        print(json.dumps(result.to_json(images=False), indent=2))
+        return 0
+    print(f"{result.label} at {result.layer}: {len(result.images)} images ({result.labels_from}), "
+          f"k = {result.k}; {result.method}")
+    for line in result.summary():
+        print("  " + line)
+    if result.vocabulary:
+        v = result.vocabulary
+        for side, who in (("for", v["a_label"]), ("against", v["b_label"])):
+            chans = [c for c in v["channels"] if c["side"] == side]
+            print(f"  {who} over {v['b_label'] if side == 'for' else v['a_label']}: channels "
+                  + ", ".join(f"{c['channel']} ({c['evidence']:+.2f})" for c in chans))
+    print(f"report: {out}")
     return 0

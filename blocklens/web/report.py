@@ -85,3 +85,8 @@ def atlas_html(atlas, title: str | None = None) -> str:
     """A self-contained page with the atlas (icons and example patches inline, no network)."""
     data = atlas.to_json(images=True)
     return page_html(data, title or f"blocklens · activation atlas · {atlas.layer} · {atlas.model}")
+
+
+def concepts_html(data: dict, title: str) -> str:
+    """A self-contained page with a class's concepts (``ClassConcepts.to_json()``: icons, patches, maps inline)."""
+    return page_html(data, title)
