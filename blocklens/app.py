@@ -6,6 +6,10 @@ included. What the store lacks is rendered by a background job, one at a time, o
 model (hooks are per module, so analyses and renders never share one); the page polls the job, shows real
 progress and fills in icons as batches land, and stays usable meanwhile.
 
+Over an indexed folder (``blocklens index``): dataset examples, activation atlases, and a class's concepts
+(:func:`~blocklens.dataset.concepts.class_concepts`), computed by a background job of their own on a third copy of
+the model (so that neither explanations nor their renders wait for it), with progress, and kept for reuse.
+
 Safety: binds 127.0.0.1 unless told otherwise; uploads are capped in bytes (while streaming) and pixels (from
 the header, before decoding) and checked by content; files are served only from the package's ``static/``
 folder (Starlette's StaticFiles refuses paths outside it) and icons only by a 64-hex store key; a failing
@@ -14,6 +18,7 @@ request answers a JSON error and leaves the server as it was.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import logging
@@ -25,7 +30,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -94,6 +99,94 @@ class Job:
 
 
 @dataclass
+class ConceptsJob:
+    """Computing a class's concepts over an index's folder (:meth:`BlocklensApp.start_concepts`). Its progress:
+    the chunks of images scanned and measured (the run's shards in the store, cached ones counted as done), then
+    the icons of its concepts and of the pair's channels."""
+
+    id: str
+    concepts: str  # the result's id (/api/concepts/<id>)
+    label: str
+    state: str = "queued"  # queued | running | done | error
+    stage: str = "queued"  # queued | scan | factorize | measure | icons | vocabulary icons | done
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    _shards: dict = field(default_factory=dict, repr=False)  # phase -> (chunks looked up, chunks there)
+    _icon_stages: int = 0
+
+    #: each stage's share of the whole (scan: one pass a class image; measure: k + 1 passes; icons: renders)
+    WEIGHTS = {"scan": 0.3, "factorize": 0.05, "measure": 0.45, "icons": 0.12, "vocabulary icons": 0.08}
+
+    def on_shard(self, phase: str, chunk: int, present: bool) -> None:
+        seen, there = self._shards.setdefault(phase, (set(), set()))
+        seen.add(chunk)
+        if present:
+            there.add(chunk)
+        if phase == "measure" or self.stage in ("queued", "starting", "scan", "factorize"):
+            # a scan whose every chunk is there is followed by the factorization (numbers only, no shards)
+            self.stage = "factorize" if phase == "scan" and len(there) == len(seen) else phase
+            self.done, self.total = (0, 0) if self.stage == "factorize" else (len(there), len(seen))
+
+    def on_icons(self, done: int, total: int) -> None:
+        if done == 0:
+            self._icon_stages += 1
+            self.stage = "icons" if self._icon_stages == 1 else "vocabulary icons"
+        self.done, self.total = done, total
+
+    def fraction(self) -> float:
+        if self.state == "done":
+            return 1.0
+        order = list(self.WEIGHTS)
+        if self.stage not in self.WEIGHTS:
+            return 0.0
+        before = sum(self.WEIGHTS[s] for s in order[:order.index(self.stage)])
+        within = self.done / self.total if self.total else 0.0
+        return min(1.0, before + self.WEIGHTS[self.stage] * within)
+
+    def status(self, since: int = 0) -> dict:
+        elapsed = time.time() - self.started
+        frac = self.fraction()
+        eta = elapsed * (1 - frac) / frac if 0.05 < frac < 1 else None
+        return {"id": self.id, "kind": "concepts", "concepts": self.concepts, "label": self.label,
+                "state": self.state, "stage": self.stage, "done": self.done, "total": self.total,
+                "fraction": round(frac, 4), "eta_s": eta, "elapsed_s": round(elapsed, 1), "message": self.message,
+                "error": self.error, "ready": [], "ready_upto": 0}
+
+
+class _ShardCount:
+    """The store's files as a class-concepts run sees them, telling ``on_shard(phase, chunk, present)`` of every
+    chunk shard it looks up (present: cached) or writes, so that its job can show how far the run is."""
+
+    _SHARD = re.compile(r"^concepts/.+/(scan|measure)/(\d+)\.npz$")
+
+    def __init__(self, files, on_shard):
+        self._files = files
+        self._on_shard = on_shard
+
+    def __getattr__(self, name):
+        return getattr(self._files, name)
+
+    def _tell(self, rel, present: bool) -> None:
+        m = self._SHARD.match(str(rel))
+        if m:
+            self._on_shard(m.group(1), int(m.group(2)), present)
+
+    def read(self, rel, *args, **kw):
+        data = self._files.read(rel, *args, **kw)
+        self._tell(rel, data is not None)
+        return data
+
+    def write(self, rel, *args, **kw):
+        out = self._files.write(rel, *args, **kw)
+        self._tell(rel, True)
+        return out
+
+
+@dataclass
 class Entry:
     explanation: object
     prep: object
@@ -129,6 +222,10 @@ class BlocklensApp:
         self._building: dict[str, threading.Lock] = {}
         self.jobs: dict[str, Job] = {}
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blocklens-render")
+        self._concepts_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blocklens-concepts")
+        self._concepts: OrderedDict[str, dict] = OrderedDict()  # finished class concepts (page documents), LRU
+        self._concepts_jobs: dict[str, str] = {}  # concepts id -> its latest job
+        self.max_concepts = 8
         # the user's models (``serve --model SPEC [--weights FILE]``), by spec: only these and the zoo load
         self.specs: dict[str, str | None] = {}
         for item in models or []:
@@ -360,7 +457,7 @@ class BlocklensApp:
 
         return [i.to_json() for i in list_indexes(self.store)]
 
-    def _index(self, key: str):
+    def _index(self, key: str, role: str = "analysis"):
         from .dataset.index import load_index
 
         if not re.match(r"^[0-9a-f]{16}$", key or ""):
@@ -369,7 +466,7 @@ class BlocklensApp:
         if key not in cache:
             cache[key] = load_index(key, store=self.store)
         idx = cache[key]
-        model, lock = self.model(idx.manifest["model"])
+        model, lock = self.model(idx.manifest["model"], role)
         idx.check_model(model)
         return idx, model, lock
 
@@ -403,8 +500,123 @@ class BlocklensApp:
             cache[ck] = atlas.to_json(images=True)
         return cache[ck]
 
+    # -- class concepts over an index's folder ----------------------------------------------------------------
+    def index_classes(self, key: str) -> dict:
+        """What the concepts page offers for index ``key``: its model's class names (the folder's classes first,
+        with their image counts, when its subfolders are class names) and the index's layers."""
+        from .dataset.concepts import folder_labels
+
+        idx, model, _ = self._index(key, "concepts")
+        labels, labels_from = folder_labels(model, list(idx.images))
+        folder = None
+        if labels is not None:
+            counts = {}
+            for i in labels.tolist():
+                counts[i] = counts.get(i, 0) + 1
+            folder = [{"index": i, "label": model.labels[i], "images": n} for i, n in sorted(counts.items())]
+        return {"key": idx.key, "model": model.name, "folder": str(idx.folder), "images": len(idx.images),
+                "layers": idx.layers, "labels": list(model.labels), "folder_classes": folder,
+                "labels_from": labels_from}
+
+    def start_concepts(self, key: str, cls: str, vs: str | None = None, layer: str | None = None,
+                       k: int | None = None) -> dict:
+        """Start (or find) the computation of ``cls``'s concepts at ``layer`` over index ``key``'s folder, with
+        the app's icon recipe, in a background job. What can be checked before any work is checked here (the
+        class and ``vs`` are model classes, the folder has images of them, the layer has positions) and answers
+        400. Returns ``{"id", "job", "state"}``; the result is :meth:`concepts_document` once the job is done."""
+        from .analyses.common import spatial_layer
+        from .dataset.concepts import folder_labels
+        from .recipes import PRESETS, default_preset
+
+        idx, model, lock = self._index(key, "concepts")
+        if not cls or not str(cls).strip():
+            raise HTTPError(400, "name a class (?class=)")
+        c_idx = model.class_index(str(cls).strip())  # an unknown name answers 400 with the closest names
+        v_idx = model.class_index(str(vs).strip()) if vs and str(vs).strip() else None
+        if v_idx == c_idx:
+            raise HTTPError(400, f"the second class names the same class as the first ({model.labels[c_idx]!r}); "
+                                 "give another class, or none")
+        info = spatial_layer(model, layer or idx.layers[-1], "class concepts")
+        if k is not None and int(k) < 1:
+            raise HTTPError(400, f"k must be at least 1, got {k}")
+        labels, _ = folder_labels(model, list(idx.images))
+        if labels is not None:
+            for which, i in (("", c_idx), (" (the second class)", v_idx)):
+                if i is not None and not (labels == i).any():
+                    found = sorted({model.labels[int(j)] for j in labels})
+                    raise HTTPError(400, f"no images of class {model.labels[i]!r}{which} in {idx.folder}: its class "
+                                         f"subfolders are {', '.join(found[:8])}{'...' if len(found) > 8 else ''}")
+        recipe = {**PRESETS[self.preset or default_preset(model)]["icons"], **self.icon_recipe}
+        ident = hashlib.sha256(repr((model.name, model.fingerprint, idx.key, c_idx, v_idx, info.name, k,
+                                     sorted(recipe.items()), self.render)).encode()).hexdigest()[:20]
+        with self._lock:
+            if ident in self._concepts:
+                self._concepts.move_to_end(ident)
+                return {"id": ident, "job": None, "state": "done"}
+            running = self.jobs.get(self._concepts_jobs.get(ident, ""))
+            if running is not None and running.state in ("queued", "running"):
+                return {"id": ident, "job": running.id, "state": running.state}
+            job = ConceptsJob(uuid.uuid4().hex[:20], ident, model.labels[c_idx])
+            self.jobs[job.id] = job
+            self._concepts_jobs[ident] = job.id
+            done = [j for j in self.jobs.values() if j.state in ("done", "error")]
+            for old in sorted(done, key=lambda j: j.started)[:max(0, len(self.jobs) - MAX_JOBS)]:
+                del self.jobs[old.id]
+        self._concepts_runner.submit(self._run_concepts, job, idx.key, model, lock, c_idx, v_idx, info.name, k,
+                                     recipe)
+        return {"id": ident, "job": job.id, "state": job.state}
+
+    def _run_concepts(self, job: ConceptsJob, key: str, model, lock, c_idx: int, v_idx: int | None, layer: str,
+                      k: int | None, recipe: dict) -> None:
+        from .dataset.concepts import class_concepts
+
+        job.state, job.stage = "running", "starting"
+        try:
+            store = copy.copy(self.store)  # the same store, its files counted for the progress
+            store.files = _ShardCount(self.store.files, job.on_shard)
+
+            def say(msg: str) -> None:
+                job.message = msg
+
+            with lock:
+                result = class_concepts(model, key, c_idx, layer, k, vs=v_idx, store=store, icons=self.render,
+                                        progress=False, log=say, on_batch=job.on_icons, **recipe)
+                doc = result.to_json(images=True)
+            doc["id"] = job.concepts
+            doc["timings"] = result.timings
+            with self._lock:
+                self._concepts[job.concepts] = doc
+                self._concepts.move_to_end(job.concepts)
+                while len(self._concepts) > self.max_concepts:
+                    self._concepts.popitem(last=False)
+            job.state, job.stage, job.message = "done", "done", ""
+        except Exception as e:  # the job fails alone and says why; the server stays as it was
+            if not isinstance(e, BlocklensError):
+                log.exception("concepts job %s failed", job.id)
+            job.state = "error"
+            job.error = str(e) if isinstance(e, BlocklensError) else f"{type(e).__name__}: {e}"
+        finally:
+            job.finished = time.time()
+
+    def concepts_document(self, ident: str) -> dict:
+        """The page document of finished class concepts (``ClassConcepts.to_json()``, pictures inline)."""
+        if not _ID.match(ident or ""):
+            raise HTTPError(404, "no such class concepts")
+        with self._lock:
+            if ident in self._concepts:
+                self._concepts.move_to_end(ident)
+                return self._concepts[ident]
+            job = self.jobs.get(self._concepts_jobs.get(ident, ""))
+        if job is not None and job.state in ("queued", "running"):
+            raise HTTPError(409, f"these concepts are still being computed (job {job.id}: {job.stage})")
+        if job is not None and job.state == "error":
+            raise HTTPError(400, job.error or "the concepts job failed")
+        raise HTTPError(404, f"class concepts {ident} are not held any more (the server keeps the "
+                             f"{self.max_concepts} most recent); ask for them again")
+
     def close(self) -> None:
         self._renderer.shutdown(wait=False, cancel_futures=True)
+        self._concepts_runner.shutdown(wait=False, cancel_futures=True)
 
 
 def create_app(state: BlocklensApp | None = None, **kw):
@@ -543,6 +755,19 @@ def create_app(state: BlocklensApp | None = None, **kw):
     @app.get("/api/indexes/{key}/atlas")
     def atlas(key: str, layer: str, grid: int | None = None):
         return state.atlas(key, layer, grid)
+
+    @app.get("/api/indexes/{key}/classes")
+    def index_classes(key: str):
+        return state.index_classes(key)
+
+    @app.post("/api/concepts")
+    def concepts(index: str, cls: str = Query("", alias="class"), vs: str | None = None, layer: str | None = None,
+                 k: int | None = None):
+        return state.start_concepts(index, cls, vs, layer, k)
+
+    @app.get("/api/concepts/{ident}")
+    def concepts_document(ident: str):
+        return state.concepts_document(ident)
 
     @app.get("/api/icons/{name}")
     def icon(name: str):

@@ -4,6 +4,8 @@ Run: .venv/bin/python docs/screenshots.py [--image dog] [--preset quick]
 Explains the photo (icons from the store, rendered where missing), writes the report, opens it in Debian's
 chromium and saves one picture per view, each in a hovered state, and the groups, classes and spatial views
 before any hover (faithful_*.png: the line each view gives on how its numbers were computed and checked).
+Also ui_concepts.png: the class concepts report of the planted shortcut (tests/planted.py: a two-class head over
+Lite0 where only "marked" photos carry a mark), its top concept opened; ``--only concepts`` makes just that one.
 """
 import argparse
 import tempfile
@@ -51,12 +53,46 @@ def start_app(preset):
     return f"http://127.0.0.1:{port}/", stop
 
 
+def concepts_report(preset, store=None):
+    """The class concepts of the planted shortcut ("marked" vs "plain", 24 photos a class) as a report."""
+    import sys
+
+    sys.path.insert(0, str(DOCS.parent / "tests"))
+    import planted
+    from blocklens.dataset.concepts import class_concepts
+
+    work = Path(tempfile.gettempdir()) / "blocklens-docs-concepts"
+    root = planted.make_folder(work / "photos", 24)
+    model = planted.train_head(bl.load_model("efficientnet_lite0"), root)
+    r = class_concepts(model, root, "marked", layer="blocks.11", vs="plain", store=store or work / "store",
+                       preset=preset, progress=True)
+    print("\n".join(r.summary()))
+    return r.save_html(work / "concepts.html")
+
+
+def shoot_concepts(browser, preset):
+    page = browser.new_page(viewport={"width": 1240, "height": 900}, device_scale_factor=1)
+    page.goto(concepts_report(preset).as_uri())
+    page.wait_for_selector("#blocklens[data-ready]")
+    page.locator("[data-testid=concept-card]").first.click()
+    page.locator("#concepts").screenshot(path=str(DOCS / "ui_concepts.png"))
+    page.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default="dog")
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--only", choices=["concepts"], help="make only this screenshot")
     args = ap.parse_args()
+    if args.only == "concepts":
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=ARGS)
+            shoot_concepts(browser, args.preset)
+            browser.close()
+        print("wrote ui_concepts.png")
+        return
     e = bl.explain(bl.bundled_image(args.image), preset=args.preset)
     print(e, {k: round(v, 1) for k, v in e.timings.items()})
     report = Path(tempfile.mkdtemp()) / "report.html"
@@ -99,6 +135,7 @@ def main():
             page.screenshot(path=str(DOCS / "ui_app.png"))
         finally:
             stop()
+        shoot_concepts(browser, args.preset)
         browser.close()
     print("wrote", ", ".join(sorted(p.name for p in [*DOCS.glob("ui_*.png"), *DOCS.glob("faithful_*.png")])))
 

@@ -248,3 +248,48 @@ def test_serve_model_specs_join_the_picker_and_explain(user_pkg, tmp_path, capsy
         assert r.status_code == 400 and "mypkg.nets:build" in r.json()["error"]
         assert ("mypkg.nets:raises", "analysis") not in state._models
         assert client.get("/api/models/os:getcwd").status_code == 404
+
+
+def test_class_concepts_refuse_bad_input_before_any_work(lite0, tmp_path):
+    """The concepts page's endpoint checks what it can before starting a job, and answers 400 with the reason: an
+    unknown class (with the closest names), a class the folder has no images of, the same class twice."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from blocklens.app import BlocklensApp, create_app
+    from blocklens.images import bundled_images
+
+    photos = bundled_images()
+    for label, name in (("malamute", "dog"), ("tabby", "chelsea")):  # ImageFolder: subfolders named as classes
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        shutil.copy(photos[name], tmp_path / "photos" / label / photos[name].name)
+    store = bl.IconStore(tmp_path / "store")
+    idx = bl.build_index(tmp_path / "photos", lite0, ["blocks.11"], store=store, k=2, samples=2, classes=0,
+                         progress=False)
+    state = BlocklensApp(store=store, render=False)
+    state._models[(lite0.name, "concepts")] = lite0  # the session's copy (only read), instead of loading a third
+    with TestClient(create_app(state)) as client:
+        info = client.get(f"/api/indexes/{idx.key}/classes").json()
+        assert info["labels_from"] == "folders" and info["layers"] == ["blocks.11"] and len(info["labels"]) == 1000
+        assert [(c["label"], c["images"]) for c in info["folder_classes"]] == [("malamute", 1), ("tabby", 1)]
+
+        def ask(**params):
+            return client.post("/api/concepts", params={"index": idx.key, "layer": "blocks.11", **params})
+
+        r = ask(**{"class": "malamoot"})
+        assert r.status_code == 400 and "unknown class 'malamoot'" in r.json()["error"]
+        assert "malamute" in r.json()["error"]  # the closest names
+        r = ask(**{"class": "Border collie"})
+        assert r.status_code == 400
+        assert r.json()["error"].startswith("no images of class 'Border collie'") and "malamute" in r.json()["error"]
+        r = ask(**{"class": "malamute", "vs": "tabbby"})
+        assert r.status_code == 400 and "unknown class 'tabbby'" in r.json()["error"] and "tabby" in r.json()["error"]
+        r = ask(**{"class": "malamute", "vs": "malamute"})
+        assert r.status_code == 400 and "same class" in r.json()["error"]
+        r = ask(**{"class": "malamute", "layer": "fc"})
+        assert r.status_code == 400
+        assert client.post("/api/concepts", params={"index": "0" * 16, "class": "malamute"}).status_code in (400, 404)
+        assert client.get("/api/concepts/" + "0" * 20).status_code == 404
+        assert not state.jobs  # nothing was started
+        assert client.get("/api/health").json()["ok"]

@@ -3,9 +3,10 @@
 import { el } from "./util.js";
 import { mountViews } from "./views.js";
 import { linkIndexes } from "./indexes.js";
+import { mountConcepts } from "./concepts.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, image: "dog", file: null, models: [], handle: null, poll: null, seq: 0 };
+const state = { model: null, image: "dog", file: null, models: [], handle: null, poll: null, seq: 0, explained: false };
 
 async function api(path, opts = {}) {
   const res = await fetch(path, opts);
@@ -61,7 +62,8 @@ async function init() {
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over");
     const f = e.dataTransfer.files[0]; if (f) { state.file = f; markUpload(); explain(); } });
   $("go").addEventListener("click", explain);
-  explain();
+  window.addEventListener("hashchange", showPage);
+  showPage();
 }
 
 function markUpload() { for (const t of $("thumbs").children) t.classList.remove("on"); }
@@ -121,3 +123,104 @@ async function follow(id, job, since, seq) {
 }
 
 init();
+
+// -- the class concepts page (#concepts): an index, a class (and an optional second one), a layer; the server
+// computes the concepts in a background job (progress below the form) and the page shows them with mountConcepts.
+const cc = { indexes: [], info: null, seq: 0, poll: null, started: false };
+
+function showPage() {
+  const concepts = location.hash === "#concepts";
+  document.body.classList.toggle("page-concepts", concepts);
+  $("concepts-page").hidden = !concepts;
+  $("concepts-result").hidden = !concepts;
+  for (const a of $("app-nav").querySelectorAll("a")) a.classList.toggle("on", (a.dataset.page === "concepts") === concepts);
+  if (concepts && !cc.started) { cc.started = true; conceptsInit(); }
+  if (!concepts && !state.explained) { state.explained = true; explain(); }
+}
+
+function ccError(msg) { $("cc-error").textContent = msg || ""; }
+
+function ccStatus(text, fraction = null) {
+  $("cc-status-text").textContent = text;
+  const bar = $("cc-progress");
+  bar.hidden = fraction === null;
+  if (fraction !== null) bar.value = fraction;
+}
+
+async function conceptsInit() {
+  $("cc-go").addEventListener("click", conceptsGo);
+  for (const id of ["cc-class", "cc-vs"]) $(id).addEventListener("keydown", (e) => { if (e.key === "Enter") conceptsGo(); });
+  $("cc-index").addEventListener("change", () => conceptsIndex($("cc-index").value));
+  try { cc.indexes = await api("api/indexes"); } catch (e) { ccError(`could not list the indexes: ${e.message}`); return; }
+  if (!cc.indexes.length) {
+    $("cc-go").disabled = true;
+    $("cc-note").textContent = "No activation index in the store yet: run `blocklens index FOLDER` (one subfolder per class gives the labels), then reload.";
+    return;
+  }
+  $("cc-index").replaceChildren(...cc.indexes.map((i) => el("option", { value: i.key },
+    `${i.folder} · ${i.model} · ${i.indexed} images (${i.key})`)));
+  await conceptsIndex(cc.indexes[0].key);
+}
+
+async function conceptsIndex(key) {
+  ccError("");
+  $("cc-go").disabled = true;
+  $("cc-note").textContent = "loading the index's model…";
+  try {
+    cc.info = await api(`api/indexes/${key}/classes`);
+  } catch (e) { cc.info = null; ccError(e.message); $("cc-note").textContent = ""; return; }
+  const info = cc.info;
+  const first = info.folder_classes || [];
+  const inFolder = new Set(first.map((c) => c.label));
+  $("cc-labels").replaceChildren(
+    ...first.map((c) => el("option", { value: c.label }, `${c.images} image${c.images === 1 ? "" : "s"} in the folder`)),
+    ...info.labels.filter((l) => !inFolder.has(l)).map((l) => el("option", { value: l })));
+  $("cc-layer").replaceChildren(...info.layers.map((l) => el("option", { value: l, selected: l === info.layers[info.layers.length - 1] }, l)));
+  if (first.length && !$("cc-class").value) $("cc-class").value = first[0].label;
+  $("cc-note").textContent = `${info.model}: ${info.images} images of ${info.folder}; labels from ${info.labels_from}` +
+    (first.length ? ` (${first.map((c) => `${c.label} ${c.images}`).join(", ")})` : "") + ".";
+  $("cc-go").disabled = false;
+}
+
+async function conceptsGo() {
+  if (!cc.info) return;
+  const seq = ++cc.seq;
+  clearTimeout(cc.poll);
+  ccError("");
+  const q = new URLSearchParams({ index: cc.info.key, class: $("cc-class").value.trim(), layer: $("cc-layer").value });
+  const vs = $("cc-vs").value.trim();
+  if (vs) q.set("vs", vs);
+  $("cc-go").disabled = true;
+  ccStatus("starting…", null);
+  try {
+    const got = await api(`api/concepts?${q}`, { method: "POST" });
+    if (seq !== cc.seq) return;
+    if (got.job) conceptsFollow(got, seq);
+    else await conceptsShow(got.id, seq, "ready (computed before)");
+  } catch (e) {
+    if (seq === cc.seq) { ccError(e.message); ccStatus("", null); $("cc-go").disabled = false; }
+  }
+}
+
+async function conceptsFollow(got, seq) {
+  if (seq !== cc.seq) return;
+  let st;
+  try { st = await api(`api/jobs/${got.job}`); } catch (e) { ccError(`concepts job: ${e.message}`); $("cc-go").disabled = false; return; }
+  if (seq !== cc.seq) return;
+  if (st.state === "error") { ccError(st.error); ccStatus("", null); $("cc-go").disabled = false; return; }
+  if (st.state === "done") { await conceptsShow(got.id, seq, `ready in ${st.elapsed_s.toFixed(0)} s`); return; }
+  const part = st.total ? ` ${st.done}/${st.total}${st.stage === "scan" || st.stage === "measure" ? " chunks" : ""}` : "";
+  const eta = st.eta_s ? ` · about ${Math.ceil(st.eta_s)} s left` : "";
+  ccStatus(`concepts of ${st.label}: ${st.stage}${part}${eta}`, st.fraction);
+  cc.poll = setTimeout(() => conceptsFollow(got, seq), 700);
+}
+
+async function conceptsShow(id, seq, note) {
+  try {
+    const data = await api(`api/concepts/${id}`);
+    if (seq !== cc.seq) return;
+    mountConcepts($("concepts-result"), data);
+    ccStatus(`${note}: ${data.concepts.length} concepts of ${data.label} at ${data.layer}`, null);
+  } catch (e) { if (seq === cc.seq) { ccError(e.message); ccStatus("", null); } }
+  finally { if (seq === cc.seq) $("cc-go").disabled = false; }
+}
