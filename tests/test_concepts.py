@@ -163,3 +163,21 @@ def test_cli_errors_are_one_line_with_status_2(args, message, capsys, tmp_path):
     code = main(["concepts", "--bundled", *args, "--store", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("blocklens: error:") and message in err and err.count("\n") == 1
+
+
+def test_a_local_worker_gives_the_same_concepts(tmp_path):
+    """``workers=1``: the chunks run in a spawned process that rebuilds the model from its spec; the concepts are
+    the ones computed in this process."""
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    for i, (name, src) in enumerate([("malamute", "dog"), ("tiger cat", "chelsea")] * 3):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.open(bl.bundled_image(src)).rotate(3 * i).save(root / name / f"{i}.png")
+    kw = dict(k=3, icons=False, progress=False)
+    here = class_concepts("efficientnet_lite0", root, "malamute", store=tmp_path / "a", **kw)
+    there = class_concepts("efficientnet_lite0", root, "malamute", store=tmp_path / "b", workers=1, threads=1, **kw)
+    assert [c.index for c in there.concepts] == [c.index for c in here.concepts]
+    for a, b in zip(here.concepts, there.concepts):
+        assert b.importance == pytest.approx(a.importance, abs=1e-4)
+        np.testing.assert_allclose(b.maps.astype(np.float32), a.maps.astype(np.float32), atol=1e-2)
