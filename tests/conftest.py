@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -30,21 +32,17 @@ def tiny_explanation(lite0, tmp_path_factory):
     return e, store
 
 
-@pytest.fixture(scope="session")
-def live_server(tiny_explanation):
-    """The web app on a free port of 127.0.0.1, in a thread, over the tiny explanation's store (dog.jpg is
-    fully cached there; any other image renders its tiny icons in seconds)."""
+@contextlib.contextmanager
+def serve_app(state):
+    """The app of ``state`` (a BlocklensApp) on a free port of 127.0.0.1, in a thread; yields its URL."""
     import socket
     import threading
     import time
-    from types import SimpleNamespace
 
     import uvicorn
 
-    from blocklens.app import BlocklensApp, create_app
+    from blocklens.app import create_app
 
-    _, store = tiny_explanation
-    state = BlocklensApp(store=store, icon_recipe=TINY_ICONS, grid_recipe=TINY_GRID)  # preset by device, as the explanation
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -55,9 +53,25 @@ def live_server(tiny_explanation):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "the test server did not start"
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port, state=state, store=store)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_explanation):
+    """The web app on a free port of 127.0.0.1, in a thread, over the tiny explanation's store (dog.jpg is
+    fully cached there; any other image renders its tiny icons in seconds)."""
+    from types import SimpleNamespace
+
+    from blocklens.app import BlocklensApp
+
+    _, store = tiny_explanation
+    state = BlocklensApp(store=store, icon_recipe=TINY_ICONS, grid_recipe=TINY_GRID)  # preset by device, as the explanation
+    with serve_app(state) as url:
+        yield SimpleNamespace(url=url, port=int(url.rsplit(":", 1)[1]), state=state, store=store)
 
 
 USER_NETS = '''

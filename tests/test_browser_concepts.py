@@ -4,8 +4,6 @@ report from file:// with the network off, and the app's "Class concepts" page co
 One result per module: the planted-shortcut model (tests/planted.py: only "marked" images carry a mark) over 16
 images a class, tiny icons; the app reuses its store, so its job finds the shards and icons cached."""
 import re
-import socket
-import threading
 import time
 from types import SimpleNamespace
 
@@ -14,6 +12,7 @@ from playwright.sync_api import expect
 
 import blocklens as bl
 import planted
+from conftest import serve_app
 from test_browser import browser_context_args, browser_type_launch_args, console, pytestmark, shot  # noqa: F401 (fixtures, marks)
 
 ICONS = dict(size=32, steps=2)  # with the quick preset's other settings: the app's recipe below is the same
@@ -43,7 +42,7 @@ def test_concepts_report_from_file_with_the_network_off(page, console, planted_c
     page.goto(planted_concepts.path.as_uri())
     expect(page.locator("#blocklens")).to_have_attribute("data-ready", "1")
     header = page.locator("#concepts .cc-header")
-    expect(header).to_contain_text(f"Concepts of marked · blocks.11")
+    expect(header).to_contain_text("Concepts of marked · blocks.11")
     expect(header).to_contain_text(r.model)
     expect(page.get_by_test_id("concepts-source")).to_contain_text("labels from folders")
     expect(page.get_by_test_id("concepts-method")).to_have_text(r.method)
@@ -110,9 +109,7 @@ def test_concepts_report_from_file_with_the_network_off(page, console, planted_c
 def concepts_app(planted_concepts):
     """The app on a free port over the planted result's store, with an index of its folder; the planted model is
     served under its name (it has no spec to load from)."""
-    import uvicorn
-
-    from blocklens.app import BlocklensApp, create_app
+    from blocklens.app import BlocklensApp
 
     model, store = planted_concepts.model, planted_concepts.store
     idx = bl.build_index(planted_concepts.root, model, ["blocks.7", "blocks.11"], store=store, k=4, samples=4,
@@ -121,19 +118,8 @@ def concepts_app(planted_concepts):
     state.specs[model.name] = None
     for role in ("analysis", "render", "concepts"):
         state._models[(model.name, role)] = model
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", state=state, index=idx)
-    server.should_exit = True
-    thread.join(10)
+    with serve_app(state) as url:
+        yield SimpleNamespace(url=url, state=state, index=idx)
 
 
 def test_app_concepts_page_computes_and_shows_the_concepts(page, console, concepts_app, planted_concepts):

@@ -38,7 +38,6 @@ stopped resumes; ``workers`` runs chunks on local processes (as the index).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import sys
@@ -62,7 +61,8 @@ from ..recipes import default_layers
 from ..store import IconStore
 from ..web.report import concepts_html
 from .examples import patch_box
-from .index import ActivationIndex, folder_images, folder_key, load_index, prepared, receptive_field
+from .index import (ActivationIndex, folder_images, folder_key, load_index, npz_bytes, npz_load, prepared,
+                    receptive_field)
 
 __all__ = ["ClassConcepts", "Concept", "ConceptExample", "class_concepts", "folder_labels", "CONCEPTS_VERSION"]
 
@@ -301,15 +301,17 @@ class ConceptJob:
     weights: str | None = None
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
-
-
-def _npz_load(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def _inputs(model, root: Path, images: Sequence[str], ok: list):
+    """``(i, rel, x)`` for every readable image (its model input on the model's device); ``ok`` gets 1 or 0 per
+    image, so the driver knows which rows are whose."""
+    for i, rel in enumerate(images):
+        try:
+            x, _ = prepared(model, root / rel)
+        except (ImageError, OSError):
+            ok.append(0)
+            continue
+        ok.append(1)
+        yield i, rel, x.to(model.device)
 
 
 def scan_chunk(model, job: ConceptJob) -> dict[str, np.ndarray]:
@@ -321,14 +323,8 @@ def scan_chunk(model, job: ConceptJob) -> dict[str, np.ndarray]:
     root = Path(job.folder)
     out = {k: [] for k in ("ok", "pred", "prob", "logprob", "rows", "row_image", "row_pos", "pair", "hi", "hi_pos",
                            "lo", "lo_pos", "neg")}
-    for i, rel in enumerate(job.images):
-        try:
-            x, _ = prepared(model, root / rel)
-        except (ImageError, OSError):
-            out["ok"].append(0)
-            continue
-        out["ok"].append(1)
-        x = x.to(model.device).requires_grad_(True)  # frozen weights: the input carries the graph
+    for i, rel, x in _inputs(model, root, job.images, out["ok"]):
+        x = x.requires_grad_(True)  # frozen weights: the input carries the graph
         with model.probe([info.name], grad=True) as probe:
             logits = probe.run(x, stop=False)
             act = probe.activations[info.name]
@@ -387,14 +383,8 @@ def measure_chunk(model, job: ConceptJob) -> dict[str, np.ndarray]:
     signed = width == 2 * info.channels
     keys = ("ok", "maps", "peak", "peak_pos", "mass", "drop", "pdrop", "pair_drop", "after", "before")
     out = {n: [] for n in keys}
-    for rel, role in zip(job.images, job.roles):
-        try:
-            x, _ = prepared(model, root / rel)
-        except (ImageError, OSError):
-            out["ok"].append(0)
-            continue
-        out["ok"].append(1)
-        x = x.to(model.device)
+    for i, _, x in _inputs(model, root, job.images, out["ok"]):
+        role = job.roles[i]
         with torch.no_grad(), model.probe([info.name]) as probe:
             logits = probe.run(x, stop=False)
             act = probe.activations[info.name][0]
@@ -436,7 +426,7 @@ def measure_chunk(model, job: ConceptJob) -> dict[str, np.ndarray]:
 
 def _execute(job: ConceptJob, model, store: IconStore | None) -> dict:
     arrays = (scan_chunk if job.phase == "scan" else measure_chunk)(model, job)
-    data = _npz_bytes(arrays)
+    data = npz_bytes(arrays)
     if not parent_alive():  # the run was killed: write nothing behind its back
         os._exit(1)
     if job.write:
@@ -535,7 +525,7 @@ def _run_phase(jobs: list[ConceptJob], model, store: IconStore, *, workers: int,
              on_result=on_result, on_error=on_error, fn=run_concept_chunk, execute=lambda j: _execute(j, model, store))
     if errors:
         raise BlocklensError(f"{len(errors)} chunk(s) failed (run again to retry them): " + "; ".join(errors))
-    return [_npz_load(store.files.read(_shard_rel(j))) for j in jobs]
+    return [npz_load(store.files.read(_shard_rel(j))) for j in jobs]
 
 
 def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k: int | None = None, *,

@@ -274,13 +274,15 @@ def _order(score: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- shards
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Arrays as the bytes of one ``.npz`` file (a shard)."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
 
 
-def _npz_load(data: bytes) -> dict[str, np.ndarray]:
+def npz_load(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a shard's bytes (no pickles)."""
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
@@ -318,7 +320,7 @@ def _execute_chunk(job: IndexJob, model, store: IconStore | None) -> dict:
     t0 = time.perf_counter()
     arrays = compute_chunk(model, Path(job.folder), job.images, job.ids, job.layers, job.k, job.samples, job.seed,
                            job.classes)
-    data = _npz_bytes(arrays)
+    data = npz_bytes(arrays)
     if not parent_alive():  # the run was killed: write nothing behind its back
         os._exit(1)
     if job.write:
@@ -497,7 +499,7 @@ class ActivationIndex:
 
     def _read(self, name: str) -> dict | None:
         data = self.store.files.read(f"{INDEX_DIR}/{self.key}/{name}")
-        return None if data is None else _npz_load(data)
+        return None if data is None else npz_load(data)
 
     def layer(self, name: str) -> LayerIndex:
         """The arrays of one indexed layer (names as given to :func:`build_index`, or a model's canonical one)."""
@@ -697,7 +699,7 @@ def _finish(store, key, model, root, images, digests, ignored, fkey, names, info
             raise BlocklensError(f"index {key}: the shard of chunk {c} is not in {store.url} although its worker finished: "
                                  "with Ray on several machines the store must be one they all reach (an object store "
                                  "URL, or a network folder mounted at the same path); else run again")
-        shards.append(_npz_load(data))
+        shards.append(npz_load(data))
     skipped: dict[str, str] = {}
     for s in shards:
         skipped.update(json.loads(str(s["skipped"])))
@@ -709,7 +711,7 @@ def _finish(store, key, model, root, images, digests, ignored, fkey, names, info
         layer_info[name] = {"shape": list(info.shape), "layout": info.layout, "spatial": info.spatial,
                             "signed": bool("min" in arrays and float(arrays["min"].min()) < 0),
                             "receptive_field": rf, "samples": int(len(arrays.get("s_vec", ())))}
-        store.files.write(f"{INDEX_DIR}/{key}/{layer_slug(name)}.npz", _npz_bytes(arrays))
+        store.files.write(f"{INDEX_DIR}/{key}/{layer_slug(name)}.npz", npz_bytes(arrays))
     if opts["classes"] > 0:
         n, t = len(images), opts["classes"]
         pidx = np.full((n, t), -1, np.int64)
@@ -718,7 +720,7 @@ def _finish(store, key, model, root, images, digests, ignored, fkey, names, info
             if len(s["ids"]) and "pred_idx" in s:
                 pidx[s["ids"], :s["pred_idx"].shape[1]] = s["pred_idx"]
                 pprob[s["ids"], :s["pred_prob"].shape[1]] = s["pred_prob"]
-        store.files.write(f"{INDEX_DIR}/{key}/predictions.npz", _npz_bytes({"pred_idx": pidx, "pred_prob": pprob}))
+        store.files.write(f"{INDEX_DIR}/{key}/predictions.npz", npz_bytes({"pred_idx": pidx, "pred_prob": pprob}))
     manifest = {"version": INDEX_VERSION, "key": key, "model": model.name, "fingerprint": model.fingerprint,
                 "folder": str(root), "folder_key": fkey, "images": images, "sha256": digests, "skipped": skipped, "ignored": ignored,
                 "layers": names, "layer_info": layer_info, "options": opts, "preprocessing": _preprocessing(model),
