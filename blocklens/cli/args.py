@@ -85,6 +85,29 @@ def add_recipe(p: argparse.ArgumentParser, default_preset: str | None) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
 
 
+def add_icon_options(p: argparse.ArgumentParser, no_icons: str) -> None:
+    """``--preset``, ``--size``, ``--steps`` and ``--no-icons`` (whose help is ``no_icons``) of a command whose
+    results carry icons; :func:`icon_recipe` reads them."""
+    from ..recipes import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help="icon recipe (quick: 56 px, 48 steps; "
+                   "default: 128 px, 512 steps; lucid: Lucid's recipe unchanged); default: quick on a CPU, default "
+                   "on a GPU")
+    p.add_argument("--size", type=positive_int, help="icon size (overrides the preset)")
+    p.add_argument("--steps", type=positive_int, help="icon steps (overrides the preset)")
+    p.add_argument("--no-icons", action="store_true", help=no_icons)
+
+
+def icon_recipe(args, model) -> dict:
+    """The icon recipe of :func:`add_icon_options`' flags: the preset (by the model's device when none is given)
+    with ``--size`` / ``--steps`` over it."""
+    from ..recipes import PRESETS, default_preset
+
+    recipe = dict(PRESETS[args.preset or default_preset(model)]["icons"])
+    recipe.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None})
+    return recipe
+
+
 def open_store(args):
     from ..store import IconStore
 

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from ..errors import BlocklensError
-from .args import add_model, add_store, load_model_arg, nonneg_int, open_store, positive_int, stderr_log
+from .args import (add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int, open_store,
+                   positive_int, stderr_log)
 
 INDEX_EXAMPLES = """\
 examples:
@@ -101,11 +102,7 @@ def add_commands(sub) -> None:
                    "(default 3)")
     p.add_argument("--n-neighbors", type=positive_int, default=20, help="UMAP n_neighbors (default 20)")
     p.add_argument("--min-dist", type=float, default=0.05, help="UMAP min_dist (default 0.05)")
-    p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None, help="icon recipe (quick: "
-                   "56 px, 48 steps; default: 128 px, 512 steps; default: quick on a CPU, default on a GPU)")
-    p.add_argument("--size", type=positive_int, help="icon size (overrides the preset)")
-    p.add_argument("--steps", type=positive_int, help="icon steps (overrides the preset)")
-    p.add_argument("--no-icons", action="store_true", help="no icons (the layout and class evidence only)")
+    add_icon_options(p, "no icons (the layout and class evidence only)")
     add_store(p)
     p.add_argument("--out", default="atlas.html", metavar="FILE", help="the self-contained HTML page "
                    "(default atlas.html)")
@@ -131,19 +128,15 @@ def add_commands(sub) -> None:
     p.add_argument("--vs", metavar="NAME", help="a second class: the pair's vocabulary, and each concept's effect "
                    "on the pair")
     p.add_argument("--layer", metavar="LAYER", help="a layer with positions (default: the report's deeper layer)")
-    p.add_argument("--k", type=positive_int, help="the number of concepts (default: chosen by reconstruction and "
-                   "split-half stability, 2..8)")
+    p.add_argument("--k", type=positive_int, help="the number of concepts (default: the largest of 2..8 whose "
+                   "concepts all reappear on resampled images)")
     p.add_argument("--positions", type=positive_int, default=16, help="positions sampled per class image for the "
                    "factorization (default 16)")
     p.add_argument("--max-images", type=positive_int, default=1000, help="the most images scanned (default 1000): "
                    "an error before any work when the folder needs more")
     p.add_argument("--examples", type=positive_int, default=8, help="top patches per concept (default 8)")
     p.add_argument("--workers", type=nonneg_int, default=0, help="local worker processes (default 0: this process)")
-    p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None, help="icon recipe (default: "
-                   "quick on a CPU, default on a GPU)")
-    p.add_argument("--size", type=positive_int, help="icon size (overrides the preset)")
-    p.add_argument("--steps", type=positive_int, help="icon steps (overrides the preset)")
-    p.add_argument("--no-icons", action="store_true", help="no icons")
+    add_icon_options(p, "no icons (the numbers, patches and maps only)")
     add_store(p)
     p.add_argument("--out", metavar="FILE", help="the self-contained HTML report (default CLASS.concepts.html)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -180,7 +173,6 @@ def cmd_index(args) -> int:
 
 def cmd_atlas(args) -> int:
     from ..dataset.atlas import activation_atlas
-    from ..recipes import PRESETS
     from ..dataset.index import load_index
 
     model = load_model_arg(args, renders=True)
@@ -195,10 +187,7 @@ def cmd_atlas(args) -> int:
                 raise BlocklensError("that index sampled differently")
         except BlocklensError:
             idx = index_from_args(args, [layer], model=model)
-    from ..recipes import default_preset
-
-    recipe = dict(PRESETS[args.preset or default_preset(model)]["icons"])
-    recipe.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None})
+    recipe = icon_recipe(args, model)
     atlas = activation_atlas(model, layer, idx, grid=args.grid, min_points=args.min_points,
                              n_neighbors=args.n_neighbors, min_dist=args.min_dist, icons=not args.no_icons,
                              store=open_store(args), progress=False if args.no_progress else None, **recipe)
@@ -218,14 +207,12 @@ def cmd_concepts(args) -> int:
     import re
 
     from ..dataset.concepts import class_concepts
-    from ..recipes import PRESETS, default_preset
 
     model = load_model_arg(args, renders=not args.no_icons)
     if args.index and (args.folder or args.bundled):
         raise BlocklensError("give a FOLDER, --bundled or --index, not several")
     source = args.index or _folder_arg(args)
-    recipe = dict(PRESETS[args.preset or default_preset(model)]["icons"])
-    recipe.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None})
+    recipe = icon_recipe(args, model)
     result = class_concepts(model, source, args.cls, args.layer, args.k, vs=args.vs, store=open_store(args),
                             icons=not args.no_icons, positions=args.positions, max_images=args.max_images,
                             examples=args.examples, workers=args.workers,

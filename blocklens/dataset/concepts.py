@@ -79,6 +79,7 @@ K_RULE = (f"the largest k (of {KS[0]}..{KS[-1]}) whose every concept reappears (
           "the concepts fitted on three random 80% of the images")
 IMPORTANT = 0.5                   # importance at or above this share of the top concept's, and
 IMPORTANT_MIN = 0.05              # at least this mean probability drop: "important"
+LOCATED_MIN = 4                   # the location flags need at least this many top patches (images) to say anything
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -715,11 +716,12 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
     for c in concepts:
         important = c.importance >= max(IMPORTANT * best, IMPORTANT_MIN)
         loc = c.location
-        if important and loc["spread"] <= SPREAD * S:
+        located = important and loc["top"] >= LOCATED_MIN
+        if located and loc["spread"] <= SPREAD * S:
             c.flags.append(("fixed-location", f"important, and its top {loc['top']} patches are centred within "
                                               f"{loc['spread']:.0f} px (median) of ({loc['centre'][0]:.0f}, "
                                               f"{loc['centre'][1]:.0f}) in the {S} px frame"))
-        if important and loc["border"] >= 0.5:
+        if located and loc["border"] >= 0.5:
             c.flags.append(("border", f"important, and {loc['border']:.0%} of its top {loc['top']} patches are "
                                       f"centred within {loc['band']:.0f} px of the frame's edge"))
         if c.other_ratio is not None and c.other_ratio >= OTHER:
