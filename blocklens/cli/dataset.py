@@ -114,8 +114,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "concepts", help="the concepts a model relies on for one class across a folder, and where they sit",
         description="Factorize (NMF) the activations of one class's images at a layer into concepts; rank them by "
-                    "the mean drop of the class's log-probability when each concept's share is removed, with the "
-                    "share of predictions it flips; show each as a direction icon with its top patches and maps, "
+                    "the mean drop of the class's probability when each concept's share is removed (its "
+                    "log-probability drop beside it), with the share of predictions it flips; show each as a direction icon with its top patches and maps, "
                     "and audit where it sits (fixed place, border, other classes). FOLDER with one subfolder per "
                     "class gives labels; otherwise the model's predictions do. With --vs, also the channels that "
                     "carry the most evidence for one class over the other across both classes' images.",
