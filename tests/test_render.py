@@ -105,6 +105,45 @@ def test_dead_relu_rescue_revives_a_clipped_unit():
     assert all_hooks(model.module) == []
 
 
+class _InvertedNet(nn.Module):
+    """Lite0's blocks.15.depthwise.act in miniature: a unit that rises only as an upstream ReLU6 unit falls
+    (negative weights after it), and that unit is already at zero on the starting image: the true and the
+    redirected gradients are both zero, so the image never moved."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Conv2d(3, 1, 3, padding=1)
+        self.dw = nn.Conv2d(1, 1, 3, padding=1)
+        with torch.no_grad():
+            self.up.weight.fill_(0.1)
+            self.up.bias.fill_(-0.5)  # silent on a grey image
+            self.dw.weight.fill_(-0.2)
+            self.dw.bias.fill_(1.5)  # so the unit sits at its maximum, 1.5, wherever `up` is silent
+        self.up_act, self.act = nn.ReLU6(), nn.ReLU6()
+
+    def forward(self, x):
+        return self.act(self.dw(self.up_act(self.up(x))))
+
+
+def test_rescue_moves_units_that_only_rise_as_a_dead_unit_falls():
+    """Lucid's rescue (the first 16 steps) left such units at their starting noise; now the rescue comes back
+    whenever an image is stuck, and where even the redirected gradient is zero the image moves deeper into the
+    region where its unit is at its maximum (a margin) instead of standing still."""
+    model = bl.wrap(_InvertedNet(), input_size=32, mean=(0.5, 0.5, 0.5), std=(1, 1, 1))
+    kw = dict(size=32, steps=64, transforms=None, param="pixel", progress=False, seed=0)
+    off = render(model, ["act:0"], rescue_steps=0, **kw)
+    on = render(model, ["act:0"], rescue_steps=16, **kw)
+    assert off.zero_grad_steps[0] == 64
+    assert on.zero_grad_steps[0] <= 0.1 * 64
+    start = render(model, ["act:0"], rescue_steps=0, **{**kw, "steps": 1}).images[0]
+    assert np.abs(on.images[0] - start).mean() > 0.02 and np.abs(off.images[0] - start).max() < 1e-6
+    assert on.final[0] == pytest.approx(1.5, abs=1e-4)  # still at its maximum
+    with torch.no_grad():  # and with a margin: the upstream unit is further below zero than at the start
+        pre = lambda im: model.module.up(model.input_from_rgb(torch.from_numpy(im).permute(2, 0, 1)[None])).max()
+        assert float(pre(on.images[0])) < float(pre(start))
+    assert all_hooks(model.module) == []
+
+
 def test_rescue_lets_gradient_only_where_it_does_not_push_deeper():
     relu = nn.ReLU6()
     with relu_rescue(relu) as r:
@@ -129,3 +168,25 @@ def test_rescue_lets_gradient_only_where_it_does_not_push_deeper():
 def test_bad_targets(lite0, spec, error, message):
     with pytest.raises(error, match=message):
         parse_target(lite0, spec)
+
+
+def test_coarse_to_fine_starts_at_half_size_and_ends_at_full_size(lite0):
+    """coarse=0.5: half the steps at half the size, then the upsampled image is optimized on at full size; the
+    unit still wins on its own icon, and the option is part of the recipe only when set."""
+    from blocklens.optvis.param import FourierImage
+    from blocklens.recipes import recipe_for
+
+    targets = ["blocks.5:3", "blocks.5:11"]
+    r = render(lite0, targets, size=48, steps=24, coarse=0.5, same_init=True, progress=False)
+    assert r.images.shape == (2, 48, 48, 3) and r.recipe["coarse"] == 0.5
+    assert (r.history[-1] > r.history[0]).all()
+    from blocklens import quality
+    assert quality.assess(lite0, [r.uint8(0), r.uint8(1)], targets).specific.all()
+    assert "coarse" not in recipe_for(size=48) and recipe_for(coarse=0.5)["coarse"] == 0.5
+    f = FourierImage(batch=1, size=16, seed=0, sd=0.3)
+    up = f.upsampled(32)
+    assert tuple(up().shape) == (1, 3, 32, 32)
+    small = torch.nn.functional.avg_pool2d(up(), 2)
+    assert (small - f()).abs().mean() < 0.05  # the same picture, upsampled
+    with pytest.raises(BlocklensError, match="param='fft'"):
+        render(lite0, targets[:1], size=32, steps=4, coarse=0.5, param="pixel", progress=False)

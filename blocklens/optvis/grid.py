@@ -45,7 +45,7 @@ from ..errors import BlocklensError
 from ..images import ImageLike
 from . import objectives as obj
 from .param import spectrum_scale, standardize_colour, to_valid_rgb
-from .rescue import relu_rescue
+from .rescue import relu_rescue, rescue_on
 from .render import fast_layout
 from .transforms import standard_transforms
 from ..probe import LayerInfo
@@ -356,8 +356,9 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
     bar = tqdm(total=steps, desc=f"grid {info.name}", disable=not show, leave=False, unit="step")
     try:
         with relu_rescue(model.module) as rescue, model.probe([info], grad=True) as probe:
+            stuck_at = None  # the first step in which a picked cell got no gradient of its own
             for step in range(steps):
-                rescue.active = step < rescue_steps
+                rescue.active = rescue_on(step, rescue_steps, stuck_at)
                 if contrast is not None:  # the icons' contrast ramp: a photograph's contrast, blended in
                     grid.standardize = 1.0 if contrast <= 0 else min(1.0, step / (contrast * steps))
                 idx = torch.randperm(n, generator=pick_gen)[:bsize].to(device)
@@ -368,6 +369,8 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
                 grads = torch.autograd.grad(-values.sum(), params)
                 for p, g in zip(params, grads):
                     p.grad = g
+                if stuck_at is None and bool((grads[0][idx].flatten(1).abs().amax(1) == 0).any()):
+                    stuck_at = step
                 opt.step()
                 history[step] = float(values.detach().mean())
                 bar.update(1)

@@ -179,6 +179,30 @@ class FourierImage(_ImageParam):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, decay_power={self.decay_power}"
 
+    def upsampled(self, size: int | tuple[int, int]) -> "FourierImage":
+        """The same images at a larger ``size`` (coarse-to-fine optimization): the coefficients are carried over
+        at their frequencies and the new, higher ones start at zero, so the new image is the old one upsampled
+        (band-limited). Everything else (decay power, contrast, decorrelation) is kept."""
+        H, W = _as_hw(size)
+        h, w = self.size
+        if H < h or W < w:
+            raise ValueError(f"upsampled() needs a size at least {self.size}, got {(H, W)}")
+        new = FourierImage(self.batch, (H, W), channels=self.channels - int(self.alpha), alpha=self.alpha,
+                           sd=self.sd, decay_power=self.decay_power, decorrelate=self.decorrelate, seed=0)
+        new.standardize, new.gains = self.standardize, self.gains
+        with torch.no_grad():
+            coeffs = torch.complex(self.spectrum[..., 0], self.spectrum[..., 1]) * self.scale
+            big = torch.zeros(self.batch, self.channels, H, W // 2 + 1, dtype=coeffs.dtype, device=coeffs.device)
+            pos, neg = (h + 1) // 2, h // 2  # rows 0..pos-1 are frequencies 0.., the last `neg` rows negative
+            cols = w // 2 + 1
+            gain = (H * W) / (h * w)  # irfft2 divides by the number of pixels
+            big[:, :, :pos, :cols] = coeffs[:, :, :pos, :cols] * gain
+            if neg:
+                big[:, :, H - neg:, :cols] = coeffs[:, :, h - neg:, :cols] * gain
+            spec = big / new.scale.to(big.device)
+            new.spectrum.data = torch.stack([spec.real, spec.imag], -1).to(self.spectrum.dtype)
+        return new.to(self.spectrum.device)
+
 
 class PixelImage(_ImageParam):
     """An image batch parameterized directly by its (pre-sigmoid, decorrelated-colour) pixels.

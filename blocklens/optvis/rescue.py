@@ -4,7 +4,16 @@ Early in an optimization from a grey image, many units sit below zero (or above 
 their true gradient is exactly zero and the image never moves. While the rescue is active, a clipped unit lets
 the gradient through when the true gradient of that batch element is zero *everywhere* in the layer, except
 where it would push the value further into the clip. Once any gradient flows the true one is used. The
-render loop activates it for the first steps only (16 by default, as in Lucid).
+render loop activates it for the first steps (16 by default, as in Lucid) and, once an image got no gradient at
+all in a later step, for the rest of the run: Lucid's first 16 steps alone left units that are dead at the start
+(blocks.15.depthwise.act of Lite0) at their starting noise for 240 of 256 steps; with a window of 16 steps after
+each stuck step they relapsed every 17th step.
+
+Where even the redirected gradient is zero for an element (every unit of its layer would be pushed further into
+the clip: a unit whose objective only rises as an upstream unit falls, and that unit is already at zero), the
+element gets the plain gradient: the image moves deeper into the region where the objective is at its maximum
+(a margin), instead of staying the starting noise. Lite0's blocks.15.depthwise.act has such units (a depthwise
+kernel of nine negative weights: the unit is highest, its batch-norm bias, wherever its input channel is silent).
 
 Modules are patched with hooks, never edited: :func:`relu_rescue` is a context manager that removes every hook
 on exit. Activations computed with ``torch.relu``/``F.relu`` inside a forward (not modules) are not rescued.
@@ -46,8 +55,23 @@ class _RedirectedClip(torch.autograd.Function):
         if upper is not None:
             blocked |= (x >= upper) & (g < 0)
         redirected = g * ~blocked
-        dead = dead.view(-1, *([1] * (g.dim() - 1))) if g.dim() > 1 else dead
+        per_element = (-1, *([1] * (g.dim() - 1))) if g.dim() > 1 else (-1,)
+        # nothing left after the redirect either: the plain gradient (deeper into the clip: a margin)
+        closed = dead & ~redirected.reshape(flat.shape).any(1)
+        if bool(closed.any()):
+            redirected = torch.where(closed.view(per_element), g, redirected)
+        dead = dead.view(per_element)
         return torch.where(dead, redirected, true), None, None, None
+
+
+def rescue_on(step: int, rescue_steps: int, stuck_at: int | None) -> bool:
+    """Whether the rescue is on at ``step``: the first ``rescue_steps`` steps, and every step after ``stuck_at``
+    (the first step in which an image got no gradient, if any); never when ``rescue_steps`` is 0 (switched off).
+    It only ever changes the gradient of an image that has none of its own, so healthy images in the same batch
+    are untouched (it costs time: about 1.6x per step while on)."""
+    if rescue_steps <= 0:
+        return False
+    return step < rescue_steps or (stuck_at is not None and step > stuck_at)
 
 
 def rectifier_cap(m: nn.Module) -> float | None | bool:

@@ -11,7 +11,7 @@ import numpy as np
 from .errors import InvalidIconError
 
 #: Bump when the rendering algorithm changes, so icons rendered by the old one are not reused.
-RECIPE_VERSION = 2  # 2: objectives on capped layers keep their gradient past the cap
+RECIPE_VERSION = 3  # 2: objectives on capped layers keep their gradient past the cap; 3: the rescue returns while an image is stuck
 
 #: An icon key: 64 lowercase hex characters (see icon_key()).
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
