@@ -93,7 +93,7 @@ def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None
         for (k, t), (pixels, meta) in zip(chunk, rendered):
             if cache:
                 store.put(k, pixels, meta)  # written as soon as its batch is done: nothing lost on failure
-            found[k] = Icon(pixels, dict(meta, key=k), k)
+            found[k] = Icon(pixels, dict(meta, key=k), k, source="rendered")
         if on_batch is not None:
             on_batch(start + len(chunk), len(missing))
     return [found[k] for k in keys]

@@ -172,6 +172,12 @@ def cmd_store_info(args) -> int:
     if info["corrupt_files"]:
         print(f"corrupt  {info['corrupt_files']} entries moved aside to icons/corrupt/")
     print(f"sprites  {len(info['sprites'])} sheets, {_mb(info['sprite_bytes'])}")
+    if info.get("beneath"):
+        b, m = info["beneath"], info["beneath"].get("manifest") or {}
+        print(f"beneath  {b['store']} (read-only): {b['entries']} icons" + (
+            f", the reference pack of {m.get('model')} {', '.join(m.get('layers', {}))} at the {m.get('preset')} "
+            f"preset ({(m.get('recipe') or {}).get('size')} px, {(m.get('recipe') or {}).get('steps')} steps), "
+            f"blocklens {m.get('blocklens')}, recipe version {m.get('recipe_version')}" if m else ""))
     for sp in info["sprites"]:
         print(f"  {sp['model']}  {sp['layer']}  {sp['size']} px  {sp['steps']} steps  recipe {sp['recipe_hash']}  "
               f"{sp['count']}/{sp['total']} icons")
@@ -182,7 +188,8 @@ def cmd_store_verify(args) -> int:
     import warnings
 
     store = open_store(args)
-    report = store.verify(quarantine=not args.no_quarantine, progress=not args.no_progress and sys.stderr.isatty())
+    report = store.verify(quarantine=not args.no_quarantine, progress=not args.no_progress and sys.stderr.isatty(),
+                          beneath=True)
     bad_sprites = []
     sheets = store.sprites()
     with warnings.catch_warnings():
@@ -198,6 +205,9 @@ def cmd_store_verify(args) -> int:
     out = {"store": store.url, "ok": report["ok"], "corrupt": report["corrupt"],
            "quarantined": bool(report["corrupt"]) and not args.no_quarantine,
            "sprites_ok": len(sheets) - len(bad_sprites), "sprites_bad": bad_sprites, "temp_removed": removed}
+    pack = report.get("beneath")
+    if pack is not None:
+        out["pack"] = pack
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -209,7 +219,12 @@ def cmd_store_verify(args) -> int:
               + (" (precompute writes them again)" if bad_sprites else ""))
         if removed is not None:
             print(f"{removed} stale temporary files removed")
-    return 1 if out["corrupt"] or bad_sprites else 0
+        if pack is not None:
+            print(f"reference pack {pack['store']} (read-only, beneath): {pack['ok']} entries ok, "
+                  f"{len(pack['corrupt'])} corrupt" + (" (reinstall blocklens)" if pack["corrupt"] else ""))
+            for k in pack["corrupt"]:
+                print(f"  corrupt in the pack: {k}")
+    return 1 if out["corrupt"] or bad_sprites or (pack and pack["corrupt"]) else 0
 
 
 def cmd_store_export(args) -> int:

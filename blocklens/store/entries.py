@@ -115,11 +115,14 @@ def png_bytes(pixels: np.ndarray, pnginfo: PngImagePlugin.PngInfo | None = None)
 
 @dataclass
 class Icon:
-    """A cached icon: its pixels, the metadata given at put() (plus ``"key"`` and ``"created"``), its key."""
+    """A cached icon: its pixels, the metadata given at put() (plus ``"key"`` and ``"created"``), its key, and
+    where it came from (``source``: ``"store"`` the user's store, ``"pack"`` the reference pack beneath it,
+    ``"rendered"`` just now; not part of the stored entry)."""
 
     image: np.ndarray  # uint8, (H, W, 3) RGB or (H, W, 4) RGBA
     meta: dict = field(default_factory=dict)
     key: str = ""
+    source: str = "store"
 
     def to_pil(self) -> Image.Image:
         """The icon as a PIL image (mode RGB or RGBA)."""

@@ -26,6 +26,7 @@ from .entries import (
 from .errors import CorruptIconWarning, InvalidIconError
 from .files import TEMP_PREFIX, StoreFiles, protocols
 from .keys import KEY_RE, check_key
+from .pack import PACK_DIR, pack_enabled, pack_manifest
 from .sprites import SPRITES_DIR, SpriteSheets, stale_sprite_files
 
 
@@ -48,14 +49,27 @@ class IconStore(SpriteSheets):
     ``root`` is a :class:`~pathlib.Path` for a local directory and the URL string otherwise; :attr:`url` is
     always a string that ``IconStore(url, storage_options=...)`` reopens (in another process, a Ray worker...).
     :attr:`files` reads and writes any other file under the root (the activation index keeps its data there).
+
+    ``beneath``: a read-only store read when this one has no entry for a key (this store wins): ``None`` (the
+    default) for the reference pack shipped with the package (:mod:`blocklens.store.pack`; none when it is
+    absent or ``$BLOCKLENS_PACK=0``), another :class:`IconStore`, or ``False`` for none. ``get`` marks where each
+    icon came from (:attr:`Icon.source`); ``put`` writes only here. ``read_only=True``: ``put`` refuses, and a
+    corrupt entry is reported but left in place.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, *, storage_options: dict | None = None,
-                 fs: Any = None, write_mode: str | None = None):
+                 fs: Any = None, write_mode: str | None = None, beneath: "IconStore | bool | None" = None,
+                 read_only: bool = False):
         self.storage_options: dict = dict(storage_options or {})
         #: The store's files: ``read``, ``read_json``, ``write`` (atomic), ``remove``, ``walk`` by '/'-separated
         #: paths under the root (see :class:`~blocklens.store.StoreFiles`).
         self.files = StoreFiles.open(root, storage_options=self.storage_options, fs=fs, write_mode=write_mode)
+        self.read_only = bool(read_only)
+        if beneath is None:
+            beneath = bundled_pack()
+        #: The read-only layer beneath this store (the reference pack by default), or None.
+        self.beneath: IconStore | None = beneath or None
+        self.source = "store"
 
     def __repr__(self) -> str:
         return f"IconStore({str(self.root)!r})"
@@ -168,11 +182,16 @@ class IconStore(SpriteSheets):
         to ``icons/corrupt/``, a :class:`CorruptIconWarning` naming the key and the reason is emitted, and
         ``None`` is returned so the caller re-renders it.
         """
-        icon, reason = self._load(check_key(key))
+        icon, reason = self._load(check_key(key), quarantine=not self.read_only)
         if reason is not None:
             warnings.warn(f"icon {key} in {self.icons_dir} is corrupt: {reason}. Returning None so that it is "
                           "re-rendered.", CorruptIconWarning, stacklevel=2)
-        return icon
+        if icon is not None:
+            icon.source = self.source
+            return icon
+        if self.beneath is not None:  # missing here (or found corrupt and moved aside): the layer beneath
+            return self.beneath.get(key)
+        return None
 
     def __contains__(self, key: object) -> bool:
         """Whether a *valid* entry exists: a full verification, same as ``get(key) is not None``
@@ -182,11 +201,12 @@ class IconStore(SpriteSheets):
         return self.get(key) is not None
 
     def exists(self, key: str) -> bool:
-        """Cheap check: whether an entry file exists for ``key``, without reading or verifying it."""
-        return self.files.isfile(entry_rel(check_key(key)))
+        """Cheap check: whether an entry file exists for ``key`` here or beneath, without reading or verifying it."""
+        return self.files.isfile(entry_rel(check_key(key))) or (self.beneath is not None and self.beneath.exists(key))
 
     def keys(self) -> Iterator[str]:
-        """Keys of the entry files present (sorted; not verified). Temp files and ``corrupt/`` are ignored."""
+        """Keys of the entry files present in this store (sorted; not verified; the layer beneath is not
+        listed). Temp files and ``corrupt/`` are ignored."""
         yield from sorted(k for f in self.files.walk(ICONS_DIR) if (k := entry_key(f.rel)) is not None)
 
     def __iter__(self) -> Iterator[str]:
@@ -196,9 +216,17 @@ class IconStore(SpriteSheets):
         """Number of entry files present (not verified; see :meth:`verify`)."""
         return sum(1 for _ in self.keys())
 
-    def verify(self, quarantine: bool = True, progress: bool = False) -> dict:
+    def verify(self, quarantine: bool = True, progress: bool = False, beneath: bool = False) -> dict:
         """Check every entry: ``{"ok": n, "corrupt": [keys]}``. Corrupt entries are moved aside to
-        ``icons/corrupt/`` unless ``quarantine=False``; no warnings are emitted. ``progress``: a bar on stderr."""
+        ``icons/corrupt/`` unless ``quarantine=False`` (or the store is read-only); no warnings are emitted.
+        ``progress``: a bar on stderr. ``beneath=True``: the layer beneath (the reference pack) is checked too,
+        its report under ``"beneath"`` (read-only: nothing there is moved)."""
+        report = self._verify(quarantine and not self.read_only, progress)
+        if beneath and self.beneath is not None:
+            report["beneath"] = {"store": self.beneath.url, **self.beneath._verify(False, progress)}
+        return report
+
+    def _verify(self, quarantine: bool, progress: bool) -> dict:
         ok, corrupt = 0, []
         keys = list(self.keys())
         bar = None
@@ -231,6 +259,9 @@ class IconStore(SpriteSheets):
         docstring); on failure the temporary file is removed and the old entry (if any) is untouched.
         """
         key = check_key(key)
+        if self.read_only:
+            raise InvalidIconError(f"store {self.url} is read-only (the reference pack, or opened read_only=True); "
+                                   f"put icon {key[:12]}… into a user store instead")
         pixels = to_pixels(image)
         if meta is None:
             meta = {}
@@ -289,6 +320,25 @@ class IconStore(SpriteSheets):
                   | {"size": (s.get("recipe") or {}).get("size"), "steps": (s.get("recipe") or {}).get("steps")}
                   for s in self.sprites()]
         backend = "local" if self.is_local else "+".join(protocols(self.fs))
-        return {"store": self.url, "backend": backend, "write_mode": self.write_mode, "entries": entries,
-                "entry_bytes": size, "temp_files": temp, "corrupt_files": corrupt, "sprite_bytes": sprite_bytes,
-                "sprites": sheets}
+        out = {"store": self.url, "backend": backend, "write_mode": self.write_mode, "entries": entries,
+               "entry_bytes": size, "temp_files": temp, "corrupt_files": corrupt, "sprite_bytes": sprite_bytes,
+               "sprites": sheets}
+        if self.beneath is not None:
+            out["beneath"] = {"store": self.beneath.url, "entries": len(self.beneath),
+                              "manifest": pack_manifest(self.beneath.root) if self.beneath.is_local else None}
+        return out
+
+
+_PACK: dict[str, "IconStore | None"] = {}
+
+
+def bundled_pack() -> IconStore | None:
+    """The reference pack shipped with the package as a read-only store (one instance per process), or None
+    when the package has none or ``$BLOCKLENS_PACK=0`` (see :mod:`blocklens.store.pack`)."""
+    if not pack_enabled() or pack_manifest(PACK_DIR) is None:
+        return None
+    if "pack" not in _PACK:
+        pack = IconStore(PACK_DIR, beneath=False, read_only=True)
+        pack.source = "pack"
+        _PACK["pack"] = pack
+    return _PACK["pack"]
