@@ -39,7 +39,7 @@ from .analyses.dictionary import SemanticDictionary, semantic_dictionary
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
 from .errors import BlocklensError
 from .iconcache import icon_key_for, icons as get_icons
-from .recipes import PRESETS, default_layers, default_preset, preset_note, recipe_for
+from .recipes import PRESETS, default_layers, default_preset, preset_note, recipe_for, recipe_preset, sources_line
 from .store import Icon, IconStore, icon_key
 
 ICON_BATCH = 16  # icons rendered together: on a 2-core CPU 16 costs ~7% less per icon than 8
@@ -121,10 +121,29 @@ class Explanation:
 
     @property
     def note(self) -> str:
-        """Which recipe made the icons, and what the reference recipe would cost on this device."""
+        """Which recipe made the icons, where they came from, and what the reference recipe would cost here."""
         if self.preset not in PRESETS:
             return ""
-        return preset_note(self.preset, self.timings.get("icons"), self.rendered, self.recipe.get("icons"))
+        note = preset_note(self.preset, self.timings.get("icons"), self.rendered, self.recipe.get("icons"))
+        where = sources_line(self.sources)
+        return f"{note}. {where}" if where else note
+
+    @property
+    def sources(self) -> dict:
+        """Where the icons held came from: ``{"channels": {source: n}, "directions": {source: n}}``, a source
+        being ``"pack"`` (the reference pack), ``"store"`` (the user's store) or ``"rendered"`` (just now), each
+        split by the preset whose recipe made it (``"pack default"``, ``"rendered quick"``...)."""
+        out: dict = {"channels": {}, "directions": {}}
+        for idx in self.icon_index.values():
+            kinds = (("channels", list(idx["channels"].values())),
+                     ("directions", [k for ks in idx["groups"].values() for k in ks]))
+            for kind, keys in kinds:
+                for k in dict.fromkeys(keys):
+                    icon = self.icons.get(k)
+                    if icon is not None:
+                        label = f"{icon.source} {recipe_preset(icon.meta.get('recipe'))}"
+                        out[kind][label] = out[kind].get(label, 0) + 1
+        return out
 
     @property
     def missing(self) -> list[str]:
@@ -173,6 +192,7 @@ class Explanation:
             "icons": {k: {"layer": i.meta.get("layer"), "unit": i.meta.get("unit"), "label": i.meta.get("label"),
                           "file": f"icons/{k}.png"} for k, i in self.icons.items()},
             "timings": to_jsonable(self.timings), "quality": to_jsonable(self.quality), "note": self.note,
+            "sources": self.sources,
         }
 
     def save(self, folder: str | Path) -> Path:
@@ -201,7 +221,8 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
             grids: bool | str = True, icons: bool | str = True, preset: str | None = None,
             icon_recipe: dict | None = None, grid_recipe: dict | None = None,
             store: IconStore | str | None | bool = None, progress: bool | None = None,
-            score: str | None = None, group_method: str | None = None, faithfulness: bool = True) -> Explanation:
+            score: str | None = None, group_method: str | None = None, faithfulness: bool = True,
+            reference_icons: bool = True) -> Explanation:
     """Every building block for ``image``. ``model``: a Model or a zoo name; ``layers``: spatial layers (default:
     two per model, :func:`default_layers`); ``classes``: the classes to explain (default: the top ``top``
     predictions), the first two form the contrasted pair. ``preset`` sets the icon and grid recipes (default:
@@ -210,7 +231,11 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
 
     ``score`` (``"logit"`` or ``"logprob"``) and ``group_method`` (``"linear"`` or ``"ablation"``) override
     :data:`ATTRIBUTION`; ``faithfulness`` measures, per layer, how well the shown numbers predict removing what
-    they credit (:func:`~.analyses.faithfulness.layer_report`, about a second per layer)."""
+    they credit (:func:`~.analyses.faithfulness.layer_report`, about a second per layer).
+
+    ``reference_icons``: a channel icon the store (or the reference pack beneath it, :mod:`blocklens.store.pack`)
+    holds at the reference ("default") recipe is shown instead of rendering it at the preset; the explanation
+    says how many icons came from where (:attr:`Explanation.sources`). Off with ``icon_recipe`` given."""
     from .analyses.faithfulness import layer_report
     from .models import Model, load_model
 
@@ -296,7 +321,7 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     result = Explanation(model.name, model.fingerprint, _image_sha(prep.x), prep.crop, predictions, cls,
                          (cls[0], cls[1]), layer_results, flows, preset=preset, recipe=recipe,
                          n_groups=groups.n_groups)
-    _plan(model, result)
+    _plan(model, result, store if reference_icons and not icon_recipe else None)
     times["analyses"] = time.perf_counter() - t0
     finish(model, result, store, progress=progress, icons=icons, grids=grids, prep=prep)
     times.update(result.timings)
@@ -314,31 +339,54 @@ def _layer_targets(model, lr: LayerExplanation, channels) -> tuple[dict, dict]:
             {k: [direction_target(model, lr.layer, v) for v in g.channel] for k, g in lr.group_options.items()})
 
 
-def _plan(model, result: Explanation) -> None:
+def _plan(model, result: Explanation, store=None) -> None:
     """The store key of every icon the views show: channels of each layer (:meth:`LayerExplanation.shown_channels`)
-    and the direction of every group at every group count; and each layer's grid key."""
+    and the direction of every group at every group count; and each layer's grid key. With a ``store``, a channel
+    whose reference-recipe icon it holds (or the pack beneath it) is planned at that recipe instead."""
     recipe = recipe_for(**result.recipe["icons"])
+    reference = recipe_for(**PRESETS["default"]["icons"])
+    use_reference = store is not None and store is not False and reference != recipe
     for lr in result.layers:
         channels, groups = _layer_targets(model, lr, lr.shown_channels())
+        keys = {}
+        for c, t in channels.items():
+            ref = icon_key_for(model, t, reference) if use_reference else None
+            keys[c] = ref if ref is not None and store.exists(ref) else icon_key_for(model, t, recipe)
         result.icon_index[lr.layer] = {
-            "channels": {c: icon_key_for(model, t, recipe) for c, t in channels.items()},
+            "channels": keys,
             "groups": {k: [icon_key_for(model, t, recipe) for t in ts] for k, ts in groups.items()}}
         lr.grid_key = grid_key(model, result.image_sha, lr.layer, result.recipe["grid"])
 
 
 def _targets(model, result: Explanation) -> list:
     """Every planned icon target, in render order: per layer, its channels then its group directions."""
-    out = []
-    for lr in result.layers:
-        channels, groups = _layer_targets(model, lr, result.icon_index[lr.layer]["channels"])
-        out += list(channels.values()) + [t for ts in groups.values() for t in ts]
-    return out
+    return list(planned_targets(model, result).values())
 
 
 def planned_targets(model, result: Explanation) -> dict:
     """Store key -> target of every icon the views show, in render order (the order of :attr:`missing`)."""
+    out = {}
+    for lr in result.layers:
+        idx = result.icon_index[lr.layer]
+        channels, groups = _layer_targets(model, lr, idx["channels"])
+        out.update({idx["channels"][c]: t for c, t in channels.items()})
+        for k, ts in groups.items():
+            out.update(zip(idx["groups"][k], ts))
+    return out
+
+
+def _replan_missing(model, result: Explanation, store) -> None:
+    """Channels planned at the reference recipe whose icon is gone from the store (or found corrupt) go back to
+    the explanation's own recipe, so that they are rendered rather than never shown."""
     recipe = recipe_for(**result.recipe["icons"])
-    return {icon_key_for(model, t, recipe): t for t in _targets(model, result)}
+    for lr in result.layers:
+        idx = result.icon_index[lr.layer]
+        channels, _ = _layer_targets(model, lr, idx["channels"])
+        for c, t in channels.items():
+            own = icon_key_for(model, t, recipe)
+            key = idx["channels"][c]
+            if key != own and key not in result.icons and (store is False or not store.exists(key)):
+                idx["channels"][c] = own
 
 
 def finish(model, result: Explanation, store=None, *, progress: bool | None = None, icons: bool | str = True,
@@ -351,6 +399,7 @@ def finish(model, result: Explanation, store=None, *, progress: bool | None = No
     times = {}
     if icons:
         t = time.perf_counter()
+        _replan_missing(model, result, store)
         if icons == "cached":
             got = {} if store is False else {k: i for k in dict.fromkeys(result.missing) if (i := store.get(k))}
         else:
@@ -362,9 +411,19 @@ def finish(model, result: Explanation, store=None, *, progress: bool | None = No
                 if _user:
                     _user(done, total)
 
-            rendered = get_icons(model, _targets(model, result), store=store, progress=progress, on_batch=cb,
+            own = recipe_for(**result.recipe["icons"])
+            planned = planned_targets(model, result)
+            got = {}
+            for k, target in planned.items():  # planned at another recipe (the reference): fetched, never rendered
+                if k != icon_key_for(model, target, own) and store is not False and (icon := store.get(k)):
+                    got[k] = icon
+            if len(got) < sum(1 for k, t in planned.items() if k != icon_key_for(model, t, own)):
+                _replan_missing(model, result, store)  # one vanished between the plan and now
+                planned = planned_targets(model, result)
+            todo = [t for k, t in planned.items() if k not in got]
+            rendered = get_icons(model, todo, store=store, progress=progress, on_batch=cb,
                                  batch=ICON_BATCH, **result.recipe["icons"])
-            got = {i.key: i for i in rendered}
+            got.update({i.key: i for i in rendered})
             result.rendered = counted.get("total", 0)
         result.icons.update(got)
         _attach(result)

@@ -26,6 +26,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def preset_summary(name: str) -> str:
+    """A preset's icon recipe in a few words: "96 px, 48 steps, coarse-to-fine"."""
+    ic = PRESETS[name]["icons"]
+    return f"{ic['size']} px, {ic['steps']} steps" + (", coarse-to-fine" if ic.get("coarse") else "")
+
+
+def presets_help() -> str:
+    """The presets in a few words each, for command-line help."""
+    return (f"quick: {preset_summary('quick')}; default: {preset_summary('default')} (the reference); lucid: "
+            "Lucid's recipe unchanged")
+
+
 def default_preset(model=None) -> str:
     """The preset for ``model``'s device when none is asked for: "quick" on a CPU, "default" elsewhere (every
     entry point uses it: ``explain``, ``icons``, ``vis``, ``precompute``, ``atlas``, the app)."""
@@ -38,8 +50,13 @@ def default_preset(model=None) -> str:
 
 
 def icon_cost(recipe: dict) -> float:
-    """A recipe's relative cost per icon: steps x pixels of the transformed image (size + 24 of padding)."""
-    return float(recipe.get("steps", 512)) * (float(recipe.get("size", 128)) + 24) ** 2
+    """A recipe's relative cost per icon: steps x pixels of the transformed image (size + 24 of padding); with
+    ``coarse``, that share of the steps at half the size."""
+    steps, size, coarse = float(recipe.get("steps", 512)), float(recipe.get("size", 128)), recipe.get("coarse")
+    if coarse:
+        early = round(coarse * steps)
+        return early * (max(8, size // 2) + 24) ** 2 + (steps - early) * (size + 24) ** 2
+    return steps * (size + 24) ** 2
 
 
 def preset_note(preset: str, seconds: float | None = None, n_icons: int | None = None,
@@ -48,7 +65,8 @@ def preset_note(preset: str, seconds: float | None = None, n_icons: int | None =
     preset would cost on this device, scaled from the measured ``seconds`` for ``n_icons`` by :func:`icon_cost`."""
     ic = {**PRESETS[preset]["icons"], **(recipe or {})}
     custom = "" if ic == PRESETS[preset]["icons"] else ", changed"
-    note = f"icons: {preset} preset ({ic['size']} px, {ic['steps']} steps{custom})"
+    c2f = ", coarse-to-fine" if ic.get("coarse") else ""
+    note = f"icons: {preset} preset ({ic['size']} px, {ic['steps']} steps{c2f}{custom})"
     ref = PRESETS["default"]["icons"]
     if ic != ref and seconds and n_icons:
         est = seconds * icon_cost(ref) / icon_cost(ic)
@@ -58,8 +76,40 @@ def preset_note(preset: str, seconds: float | None = None, n_icons: int | None =
     return note
 
 
+def recipe_preset(recipe: dict | None) -> str:
+    """The preset whose icon recipe ``recipe`` is ("custom" when it is none of them)."""
+    if recipe:
+        for name, preset in PRESETS.items():
+            if recipe_for(**preset["icons"]) == recipe:
+                return name
+    return "custom"
+
+
+_SOURCE_WORDS = {"pack": "from the reference pack", "store": "from your store", "rendered": "rendered now"}
+
+
+def sources_line(sources: dict) -> str:
+    """One line saying where icons came from (see :attr:`~blocklens.explain.Explanation.sources`): "channel
+    icons: 112 from the reference pack (default preset), 4 rendered now (quick preset); directions: ..."."""
+    parts = []
+    for kind, counts in sources.items():
+        if not counts:
+            continue
+        bits = []
+        for label, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            source, _, preset = label.partition(" ")
+            bits.append(f"{n} {_SOURCE_WORDS.get(source, source)} ({preset} preset)")
+        parts.append(f"{'channel icons' if kind == 'channels' else kind}: {', '.join(bits)}")
+    return "; ".join(parts)
+
+
 RECIPE_KEYS = ("size", "steps", "lr", "seed", "param", "decorrelate", "transforms", "rescue_steps", "through_cap",
-               "decay_power", "contrast")
+               "decay_power", "contrast", "coarse")
+
+
+#: Options added after the first icon stores were written: part of a recipe (and its key) only when set, so that
+#: every recipe without them keeps its key (the reference pack's, the user's stores).
+OPTIONAL_KEYS = ("coarse",)
 
 
 def recipe_for(**overrides) -> dict:
@@ -67,7 +117,7 @@ def recipe_for(**overrides) -> dict:
     unknown = set(overrides) - set(RECIPE_KEYS)
     if unknown:
         raise BlocklensError(f"unknown recipe option(s) {sorted(unknown)}; valid: {', '.join(RECIPE_KEYS)}")
-    recipe = {k: DEFAULTS[k] for k in RECIPE_KEYS}
+    recipe = {k: DEFAULTS[k] for k in RECIPE_KEYS if k not in OPTIONAL_KEYS}
     recipe.update({k: v for k, v in overrides.items() if v is not None})
     return recipe
 
