@@ -61,11 +61,12 @@ def units(model) -> list[str]:
 
 
 def run(model, targets, recipe, batch=16):
-    imgs, t0 = [], time.perf_counter()
+    imgs, zero, t0 = [], [], time.perf_counter()
     for i in range(0, len(targets), batch):
         r = render(model, targets[i:i + batch], same_init=True, progress=False, **recipe)
         imgs += [r.uint8(j) for j in range(len(r))]
-    return imgs, (time.perf_counter() - t0) / len(targets)
+        zero += (r.zero_grad_steps / recipe["steps"]).tolist()
+    return imgs, (time.perf_counter() - t0) / len(targets), np.array(zero)
 
 
 def main():
@@ -88,19 +89,24 @@ def main():
         rows = {k: v for k, v in rows.items() if k in args.rows.split(",")}
     sheet, labels = [], []
     head = (f"{'recipe':<12} {'px':>4} {'steps':>5} {'s/icon':>7} {'x quick':>7} {'specific':>9} {'strength':>8} "
-            f"{'contrast':>8} {'colourf.':>8} {'slope':>6} {'HF %':>5}")
+            f"{'contrast':>8} {'colourf.':>8} {'slope':>6} {'HF %':>5} {'zero-grad max':>13}")
     print(head)
     results = {}
     for name, recipe in rows.items():
         ts = targets[:16] if name == "lucid-128" else targets
-        imgs, per_icon = run(model, ts, recipe)
+        imgs, per_icon, zero = run(model, ts, recipe)
         q = quality.assess(model, imgs, ts)
+        live_zero = zero[q.live]
+        stuck = [t for t, z, live in zip(ts, zero, q.live) if live and z > quality.STUCK_FRACTION]
         s = q.summary()
         results[name] = per_icon
         ratio = per_icon / results["quick"] if "quick" in results else float("nan")
         print(f"{name:<12} {recipe['size']:>4} {recipe['steps']:>5} {per_icon:>7.2f} {ratio:>7.1f} "
               f"{s['specific']:>4}/{s['live']:<4} {s['strength']:>8.1f} {s['contrast']:>8.3f} "
-              f"{s['colourfulness']:>8.1f} {s['slope']:>6.2f} {100 * s['hf']:>5.1f}", flush=True)
+              f"{s['colourfulness']:>8.1f} {s['slope']:>6.2f} {100 * s['hf']:>5.1f} "
+              f"{100 * (live_zero.max() if len(live_zero) else 0):>12.0f}%", flush=True)
+        if stuck:
+            print(f"{'':12} more than {100 * quality.STUCK_FRACTION:.0f}% zero-gradient steps: {stuck}")
         if q.dead.any() or (~q.specific).any():
             print(f"{'':12} not specific: {[t for t, ok in zip(ts, q.specific) if not ok]}; "
                   f"dead: {[t for t, d in zip(ts, q.dead) if d]}")

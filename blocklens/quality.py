@@ -39,6 +39,8 @@ from .errors import BlocklensError
 HF_CUTOFF = 0.25
 #: A unit whose value varies by less than this over the photographs and the icons is dead.
 DEAD_TOLERANCE = 1e-6
+#: A live unit's icon with more than this share of its steps at zero gradient is stuck (near its starting noise).
+STUCK_FRACTION = 0.10
 
 
 # --- pixel statistics ---------------------------------------------------------------------------------------
@@ -202,6 +204,8 @@ class IconQuality:
     stats: dict[str, np.ndarray]
     photos: dict[str, float]   # the photographs' medians of the same pixel statistics
     extra: dict[str, Any] = field(default_factory=dict)
+    #: (N,) share of each icon's optimization steps with no gradient at all (NaN when the icon does not say)
+    zero_grad: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -226,7 +230,14 @@ class IconQuality:
                 "specificity": (float(self.specific[live].mean()) if n_live else None),
                 "strength": med(self.strength), "contrast": med(self.stats["contrast"]),
                 "colourfulness": med(self.stats["colourfulness"]), "slope": med(self.stats["slope"]),
-                "hf": med(self.stats["hf"]), "photos": dict(self.photos), **self.extra}
+                "hf": med(self.stats["hf"]), "photos": dict(self.photos), **self._zero_summary(), **self.extra}
+
+    def _zero_summary(self) -> dict[str, Any]:
+        z = np.full(len(self), np.nan) if self.zero_grad is None else np.asarray(self.zero_grad, dtype=np.float64)
+        known = np.isfinite(z) & self.live
+        if not known.any():
+            return {"zero_grad_max": None, "stuck": None}
+        return {"zero_grad_max": float(z[known].max()), "stuck": int((z[known] > STUCK_FRACTION).sum())}
 
     def per_icon(self, i: int) -> dict[str, Any]:
         """The figures of icon ``i`` (JSON-ready)."""
@@ -234,8 +245,10 @@ class IconQuality:
             v = float(v)
             return round(v, 4) if math.isfinite(v) else None
 
+        z = None if self.zero_grad is None else self.zero_grad[i]
         return {"specific": bool(self.specific[i]), "margin": f(self.margin[i]), "strength": f(self.strength[i]),
                 "dead": bool(self.dead[i]), "saturated": bool(self.saturated[i]),
+                "zero_grad": f(z) if z is not None else None,
                 **{k: f(v[i]) for k, v in self.stats.items()}}
 
     def line(self) -> str:
@@ -254,6 +267,9 @@ class IconQuality:
             parts.append(f"{s['dead']} dead")
         if s["saturated"]:
             parts.append(f"{s['saturated']} saturated")
+        if s.get("zero_grad_max") is not None:
+            parts.append(f"zero-gradient steps at most {100 * s['zero_grad_max']:.0f}%"
+                         + (f" ({s['stuck']} stuck above {100 * STUCK_FRACTION:.0f}%)" if s["stuck"] else ""))
         return ", ".join(x for x in parts if x)
 
 
@@ -279,10 +295,30 @@ def assess(model, icons: Sequence, targets: Sequence | None = None, *, photo_siz
     if len(targets) != len(icons):
         raise BlocklensError(f"{len(icons)} icons but {len(targets)} targets")
     parsed = [parse_target(model, t) for t in targets]
-    pix = _as_float_images(images)
-    x = torch.from_numpy(pix).permute(0, 3, 1, 2).float()
-    table = _unit_values(model, parsed, x)            # (N icons, N units)
     n = len(parsed)
+    sizes = [im.size[::-1] if isinstance(im, Image.Image) else np.asarray(im).shape[:2] for im in images]
+    groups: dict[tuple, list[int]] = {}
+    for i, hw in enumerate(sizes):  # icons of other recipes (a pack's 128 px beside 56 px renders): each at its size
+        groups.setdefault(tuple(hw), []).append(i)
+    table = np.zeros((n, n))  # table[i, j]: unit j's value on icon i
+    stats: dict[str, np.ndarray] = {}
+    saturated = np.zeros(n, dtype=bool)
+    caps = _caps(model, parsed)
+    for hw, idx in groups.items():
+        pix = _as_float_images([images[i] for i in idx])
+        x = torch.from_numpy(pix).permute(0, 3, 1, 2).float()
+        table[idx] = _unit_values(model, parsed, x)
+        for k, v in image_stats(pix).items():
+            stats.setdefault(k, np.zeros(n))[idx] = v
+        capped = [i for i in idx if caps[i] is not None and parsed[i].kind in ("channel", "neuron")]
+        if capped:
+            layers = sorted({parsed[i].layer for i in capped})
+            with torch.no_grad():
+                acts = model.activations(model.input_from_rgb(x.to(model.device)), layers)
+            for row, i in enumerate(idx):
+                if i in capped:
+                    a = acts[parsed[i].layer][row, parsed[i].index]
+                    saturated[i] = bool((a >= caps[i] - 1e-4).float().mean() > 0.5)
     own = np.diag(table).copy()
     if n > 1:
         others = np.where(np.eye(n, dtype=bool), -np.inf, table).max(0)
@@ -297,19 +333,20 @@ def assess(model, icons: Sequence, targets: Sequence | None = None, *, photo_siz
         strength = np.where(best_photo > 0, own / best_photo, np.nan)
     spread = np.maximum(np.ptp(photo_vals, 0), np.ptp(table, 0))
     dead = spread <= DEAD_TOLERANCE * np.maximum(1.0, np.abs(photo_vals).max(0))
-    saturated = np.zeros(n, dtype=bool)
-    caps = _caps(model, parsed)
-    if any(c is not None for c in caps):
-        layers = sorted({t.layer for t, c in zip(parsed, caps) if c is not None})
-        with torch.no_grad():
-            acts = model.activations(model.input_from_rgb(x.to(model.device)), layers)
-        for j, (t, cap) in enumerate(zip(parsed, caps)):
-            if cap is not None and t.kind in ("channel", "neuron"):
-                a = acts[t.layer][j, t.index]
-                saturated[j] = bool((a >= cap - 1e-4).float().mean() > 0.5)
+    main_size = max(groups, key=lambda hw: len(groups[hw]))[0]
+    zero = np.array([_zero_fraction(im) for im in icons], dtype=np.float64)
     specific &= ~dead
     return IconQuality([t.label for t in parsed], specific, margin, own, best_photo, strength, dead, saturated,
-                       image_stats(images), photo_stats(pix.shape[1]))
+                       stats, photo_stats(main_size), zero_grad=zero)
+
+
+def _zero_fraction(icon) -> float:
+    """The share of an icon's optimization steps that got no gradient (from its store metadata; NaN if unknown)."""
+    meta = getattr(icon, "meta", None) or {}
+    steps = (meta.get("recipe") or {}).get("steps")
+    if "zero_grad_steps" not in meta or not steps:
+        return float("nan")
+    return float(meta["zero_grad_steps"]) / float(steps)
 
 
 def transferability(judge, classes: Sequence, images: Sequence, *, views: int = 8, seed: int = 0,
@@ -338,3 +375,127 @@ def transferability(judge, classes: Sequence, images: Sequence, *, views: int = 
             top1 = judge(judge.input_from_rgb(batch.to(judge.device))).argmax(1).cpu()
         hits.append(int((top1 == idx).sum()))
     return {"hits": hits, "views": views, "rate": sum(hits) / (views * len(hits))}
+
+
+# --- semantic fidelity: does an icon show what the reference icon of its unit shows? -------------------------
+
+
+#: The judge of semantic fidelity by default: a model that is not the one explained.
+JUDGE = "efficientnet_lite2"
+
+
+@lru_cache(maxsize=2)
+def _default_judge(name: str = JUDGE):
+    from .models import load_model
+
+    return load_model(name)
+
+
+def judge_layer(judge) -> str:
+    """The judge layer fidelity reads: its last spatial block (:func:`~blocklens.recipes.layer_candidates`)."""
+    from .recipes import layer_candidates
+
+    return layer_candidates(judge)[-1].name
+
+
+def judge_features(judge, images, *, layer: str | None = None, size: int | None = None) -> np.ndarray:
+    """``(N, C)``: each image's activations in ``judge``'s ``layer`` (default :func:`judge_layer`), averaged
+    over positions, each image resized to ``size`` (default the judge's input size) so that icons of different
+    sizes are compared alike."""
+    layer = layer or judge_layer(judge)
+    size = int(size or judge.input_size)
+    feats = []
+    for im in images:
+        pix = _as_float_images([getattr(im, "image", im)])
+        x = torch.from_numpy(pix).permute(0, 3, 1, 2).float()
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=x.shape[-1] > size)
+        with torch.no_grad():
+            a = judge.activations(judge.input_from_rgb(x.to(judge.device)), [layer])[layer]
+        feats.append(a.float().mean(dim=(2, 3)).cpu().numpy()[0])
+    return np.stack(feats)
+
+
+def retrieval(judge, queries: Sequence, references: Sequence, *, layer: str | None = None) -> dict[str, Any]:
+    """How often each query icon's nearest reference (cosine, in the judge's features) is its own unit's:
+    ``queries[i]`` and ``references[i]`` are icons of the same unit. Returns ``{"top1", "top3", "n", "ranks"}``
+    (``ranks[i]``: 1 when query i finds its own reference first)."""
+    if len(queries) != len(references) or len(queries) < 2:
+        raise BlocklensError(f"retrieval needs as many queries as references, at least 2 (got {len(queries)} "
+                             f"and {len(references)})")
+    q = judge_features(judge, queries, layer=layer)
+    r = judge_features(judge, references, layer=layer)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    r = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
+    sim = q @ r.T
+    ranks = np.array([1 + int((sim[i] > sim[i, i]).sum()) for i in range(len(q))])
+    return {"top1": float((ranks == 1).mean()), "top3": float((ranks <= 3).mean()), "n": len(q),
+            "ranks": ranks.tolist()}
+
+
+def semantic_fidelity(model, layer: str, units: Sequence, recipes: dict[str, dict], *, judge=None,
+                      reference: dict | None = None, ceiling_seed: int = 1, store=None,
+                      progress: bool | None = None) -> dict[str, Any]:
+    """Top-1 / top-3 retrieval of each unit's icon among the reference icons of the same ``units`` of ``layer``,
+    for every recipe in ``recipes`` (name -> icon recipe options, e.g. a preset's ``PRESETS[p]["icons"]``), with
+    the ceiling measured in the same run: the reference recipe with seed ``ceiling_seed``. A recipe may name the
+    preset it starts from (``{"preset": "lucid", "size": 56, "steps": 48}``; default "default").
+
+    ``reference``: the reference icon recipe (default: the "default" preset's). ``judge``: a Model or zoo name
+    (default :data:`JUDGE`, EfficientNet-Lite2). Icons come from ``store`` (an IconStore or folder; the
+    reference pack beneath it), rendered where missing. Returns ``{"ceiling": {...}, name: {...}, "judge",
+    "layer", "units"}``, each entry with ``top1``, ``top3``, ``ranks`` and ``seconds_per_icon`` (time spent
+    rendering; 0 when every icon came from the store)."""
+    import time
+
+    from .iconcache import icons
+    from .recipes import PRESETS
+
+    if len(units) < 2:
+        raise BlocklensError(f"semantic_fidelity needs at least 2 units of {layer!r}, got {len(units)}")
+    if judge is None or isinstance(judge, str):
+        judge = _default_judge(judge or JUDGE)
+    reference = dict(reference or PRESETS["default"]["icons"])
+
+    def get(recipe):
+        t = time.perf_counter()
+        got = icons(model, layer, list(units), store=store, progress=progress, batch=max(1, len(units)),
+                    **{"preset": "default", **recipe})
+        spent = time.perf_counter() - t
+        rendered = sum(1 for i in got if i.source == "rendered")
+        return got, (spent / rendered if rendered else 0.0)
+
+    refs, ref_t = get(reference)
+    out: dict[str, Any] = {"judge": getattr(judge, "name", str(judge)), "judge_layer": judge_layer(judge),
+                           "layer": layer, "units": [int(u) if not isinstance(u, str) else u for u in units],
+                           "reference_seconds_per_icon": ref_t}
+    todo = {"ceiling": {**reference, "seed": int(reference.get("seed", 0)) + ceiling_seed}, **recipes}
+    for name, recipe in todo.items():
+        got, sec = get(recipe)
+        out[name] = {**retrieval(judge, got, refs), "seconds_per_icon": sec,
+                     "zero_grad_max": max((i.meta.get("zero_grad_steps", 0) / max(1, (i.meta.get("recipe") or {}).get("steps", 1))
+                                           for i in got), default=0.0)}
+    return out
+
+
+def grid_fidelity(judge, grid, reference, *, layer: str | None = None) -> dict[str, Any]:
+    """Semantic fidelity of an activation grid: each cell retrieves among the cells of ``reference`` (the same
+    image and layer at the reference recipe). Returns :func:`retrieval`'s figures over the cells, plus
+    ``near1``: the share whose nearest reference cell is its own position or one of its 8 neighbours (neighbouring
+    positions often see the same thing)."""
+    if grid.shape != reference.shape:
+        raise BlocklensError(f"grids of {grid.shape} and {reference.shape} cells: give grids of the same layer")
+    h, w = grid.shape
+
+    def cells(g):
+        return [np.clip(np.round(c * 255), 0, 255).astype(np.uint8) for c in g.cells.reshape(h * w, *g.cells.shape[2:])]
+
+    out = retrieval(judge, cells(grid), cells(reference), layer=layer)
+    q = judge_features(judge, cells(grid), layer=layer)
+    r = judge_features(judge, cells(reference), layer=layer)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    r = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
+    best = (q @ r.T).argmax(1)
+    near = [abs(int(b) // w - i // w) <= 1 and abs(int(b) % w - i % w) <= 1 for i, b in enumerate(best)]
+    out["near1"] = float(np.mean(near))
+    return out

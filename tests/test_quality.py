@@ -68,6 +68,54 @@ def test_assess_icons_of_three_channels(lite0):
     assert "specific 1/3" in swapped.line()
 
 
+def test_assess_mixed_sizes_and_zero_gradient_steps(lite0):
+    """Icons of two recipes (a pack's 128 px beside 56 px renders) are measured each at its own size, and the
+    share of zero-gradient steps each icon's metadata records is reported with the other figures."""
+    from blocklens.store import Icon
+
+    targets = ["blocks.3:5", "blocks.3:17", "blocks.3:30"]
+    small = render(lite0, targets[:2], size=40, steps=16, same_init=True, progress=False)
+    big = render(lite0, targets[2:], size=64, steps=16, same_init=True, progress=False)
+    icons = [Icon(small.uint8(i), {"target": targets[i], "recipe": {"steps": 16}, "zero_grad_steps": z})
+             for i, z in enumerate((0, 4))] + [Icon(big.uint8(0), {"target": targets[2], "recipe": {"steps": 16},
+                                                                   "zero_grad_steps": 0})]
+    q = quality.assess(lite0, icons)
+    assert q.specific.all()
+    assert q.zero_grad.tolist() == [0.0, 0.25, 0.0]
+    s = q.summary()
+    assert s["zero_grad_max"] == 0.25 and s["stuck"] == 1
+    assert "zero-gradient steps at most 25% (1 stuck above 10%)" in q.line()
+    assert q.per_icon(1)["zero_grad"] == 0.25
+
+
+def test_retrieval_finds_each_units_own_reference(lite0):
+    """Semantic fidelity's core: an icon retrieves its own unit's reference among the references of other units
+    (here the judge is the embedded model itself, for speed)."""
+    targets = [f"blocks.5:{c}" for c in (3, 11, 29, 40)]
+    ref = render(lite0, targets, size=48, steps=32, same_init=True, progress=False, seed=0)
+    other = render(lite0, targets, size=48, steps=32, same_init=True, progress=False, seed=1)
+    refs, queries = [ref.uint8(i) for i in range(4)], [other.uint8(i) for i in range(4)]
+    same = quality.retrieval(lite0, refs, refs)
+    assert same["top1"] == 1.0 and same["ranks"] == [1, 1, 1, 1]
+    r = quality.retrieval(lite0, queries, refs)
+    assert r["n"] == 4 and r["top1"] >= 0.75 and r["top3"] >= r["top1"]
+    shuffled = quality.retrieval(lite0, queries, refs[1:] + refs[:1])
+    assert shuffled["top1"] <= 0.25
+    with pytest.raises(bl.BlocklensError, match="as many queries as references"):
+        quality.retrieval(lite0, queries, refs[:3])
+
+
+def test_grid_fidelity_of_a_grid_against_itself_and_another(lite0):
+    from blocklens.optvis.grid import activation_grid
+
+    g = activation_grid(lite0, bl.bundled_image("dog"), "blocks.14", cell=32, steps=3, progress=False)
+    same = quality.grid_fidelity(lite0, g, g)
+    assert same["top1"] == 1.0 and same["near1"] == 1.0 and same["n"] == 49
+    other = activation_grid(lite0, bl.bundled_image("dog"), "blocks.7", cell=32, steps=3, progress=False)
+    with pytest.raises(bl.BlocklensError, match="same layer"):
+        quality.grid_fidelity(lite0, g, other)
+
+
 class _Capped(nn.Module):
     """conv -> ReLU6; channel 0 starts just below the cap; channel 1's weights are zero and its bias is 9 (always at the cap: dead); a second head adds
     1 after its ReLU6 (clipped inside, not at its output)."""
