@@ -176,9 +176,28 @@ def test_cli_explain_examples_puts_them_in_the_report(tiny_explanation, folder, 
     shutil.copytree(store, mine)  # a copy: the app tests expect no index in the session's store
     out = tmp_path / "dog.html"
     assert main(["explain", "dog", "--store", str(mine), "--out", str(out), "--quiet", "--examples", str(folder)]) == 0
-    m = re.search(r'<script type="application/json" id="blocklens-data">(.*?)</script>', out.read_text(), re.S)
-    data = json.loads(m.group(1))
-    shown = {k for lr in expl.layers for k in expl.icon_index[lr.layer]["channels"].values()}
+
+    def page(path):
+        m = re.search(r'<script type="application/json" id="blocklens-data">(.*?)</script>', path.read_text(), re.S)
+        return json.loads(m.group(1))
+
+    data = page(out)
+    shown = {k for lr in data["layers"] for k in lr["channel_icons"].values()}
     assert set(data["examples"]) == shown
     one = next(iter(data["examples"].values()))
     assert len(one["top"]) == 6 and one["top"][0]["src"].startswith("data:image/jpeg")
+    assert data["examples_note"].startswith("dataset examples: index ")
+
+    # without --examples: the store's index of this model is used by default, and the report says which
+    again = tmp_path / "again.html"
+    capsys.readouterr()
+    assert main(["explain", "dog", "--store", str(mine), "--out", str(again), "--quiet"]) == 0
+    d2 = page(again)
+    assert set(d2["examples"]) == shown and d2["examples_note"] == data["examples_note"]
+    assert "dataset examples: index" in capsys.readouterr().out
+    # --no-examples: none; a store with no index: none, and the report says how to get them
+    assert main(["explain", "dog", "--store", str(mine), "--out", str(again), "--quiet", "--no-examples"]) == 0
+    assert "examples" not in page(again) and "examples_note" not in page(again)
+    assert main(["explain", "dog", "--store", str(store), "--out", str(again), "--quiet"]) == 0
+    d3 = page(again)
+    assert "examples" not in d3 and "blocklens index FOLDER" in d3["examples_note"]

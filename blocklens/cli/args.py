@@ -74,12 +74,11 @@ def add_store(p: argparse.ArgumentParser) -> None:
 
 
 def add_recipe(p: argparse.ArgumentParser, default_preset: str | None) -> None:
-    from ..recipes import PRESETS
+    from ..recipes import PRESETS, presets_help
 
     p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="the icon recipe: quick = 56 px, 48 steps; default = 128 px, 512 steps; lucid = Lucid's "
-                        "recipe unchanged" + (" (default: quick on a CPU, default where CUDA is available)"
-                                              if default_preset == "device" else ""))
+                   help="the icon recipe: " + presets_help() + (" (default: quick on a CPU, default where CUDA is "
+                                                                 "available)" if default_preset == "device" else ""))
     p.add_argument("--size", type=positive_int, help="image size in pixels (overrides the preset)")
     p.add_argument("--steps", type=positive_int, help="optimization steps (overrides the preset)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -88,11 +87,10 @@ def add_recipe(p: argparse.ArgumentParser, default_preset: str | None) -> None:
 def add_icon_options(p: argparse.ArgumentParser, no_icons: str) -> None:
     """``--preset``, ``--size``, ``--steps`` and ``--no-icons`` (whose help is ``no_icons``) of a command whose
     results carry icons; :func:`icon_recipe` reads them."""
-    from ..recipes import PRESETS
+    from ..recipes import PRESETS, presets_help
 
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help="icon recipe (quick: 56 px, 48 steps; "
-                   "default: 128 px, 512 steps; lucid: Lucid's recipe unchanged); default: quick on a CPU, default "
-                   "on a GPU")
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help=f"icon recipe ({presets_help()}); "
+                   "default: quick on a CPU, default on a GPU")
     p.add_argument("--size", type=positive_int, help="icon size (overrides the preset)")
     p.add_argument("--steps", type=positive_int, help="icon steps (overrides the preset)")
     p.add_argument("--no-icons", action="store_true", help=no_icons)

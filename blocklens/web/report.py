@@ -62,21 +62,26 @@ def title_for(expl) -> str:
     return f"blocklens · {top['label']} ({100 * top['prob']:.0f}%) · {expl.model}"
 
 
-def report_html(expl, title: str | None = None, store=None, examples: dict | None = None) -> str:
+def report_html(expl, title: str | None = None, store=None, examples: dict | None = None,
+                examples_note: str | None = None) -> str:
     """The report as a string (see the module docstring); ``store``: read layer sprite sheets from it;
-    ``examples``: icon key -> dataset examples (:func:`examples_data`), shown on hovering (or clicking) an icon."""
+    ``examples``: icon key -> dataset examples (:func:`examples_data`), shown on hovering (or clicking) an icon;
+    ``examples_note``: the line saying where they came from, or that no index was there."""
     data = inline_data(expl, store)
     if examples:
         data["examples"] = examples
+    if examples_note:
+        data["examples_note"] = examples_note
     return page_html(data, title or title_for(expl))
 
 
-def save_report(expl, path: str | Path, title: str | None = None, store=None, examples: dict | None = None) -> Path:
+def save_report(expl, path: str | Path, title: str | None = None, store=None, examples: dict | None = None,
+                examples_note: str | None = None) -> Path:
     """Write the report; the file is written whole to a temporary name first, then renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(report_html(expl, title, store, examples), encoding="utf-8")
+    tmp.write_text(report_html(expl, title, store, examples, examples_note), encoding="utf-8")
     tmp.replace(path)
     return path
 

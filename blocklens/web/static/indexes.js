@@ -15,7 +15,15 @@ export async function linkIndexes(root, data) {
   let all = [];
   try { all = await getJSON("api/indexes"); } catch { return null; }
   const mine = all.filter((i) => i.fingerprint === data.fingerprint);
-  if (!mine.length) return null;
+  const old = root.querySelector("#atlases");
+  if (!mine.length) {  // say so: natural exemplars beside icons are read better than icons alone
+    const section = el("section", { id: "atlases", class: "view" },
+      el("h2", { text: "Over a folder: dataset examples and atlases" }),
+      el("p", { class: "lede examples-note", text: "No activation index of this model in the store: `blocklens index FOLDER` (then reload) shows each unit's top dataset patches beside its icon, and activation atlases here." }));
+    if (old) old.remove();
+    root.append(section);
+    return section;
+  }
   const units = {};  // icon key -> [index key, layer, unit]
   for (const L of data.layers) {
     const idx = mine.find((i) => i.layers.includes(L.layer));
@@ -39,7 +47,6 @@ export async function linkIndexes(root, data) {
     el("h2", { text: "Over a folder: activation atlases" }),
     el("p", { class: "lede", text: `Indexes in the store for this model: ${mine.map((i) => `${i.key} (${i.indexed} images of ${i.folder})`).join("; ")}. Hover an icon above to see its unit's dataset examples.` }),
     el("div", { class: "atlas-bar" }, ...buttons, status), holder);
-  const old = root.querySelector("#atlases");
   if (old) old.remove();
   root.append(section);
   return section;

@@ -25,7 +25,9 @@ export function mountViews(root, data) {
     setIconQuality(d.icon_quality);
     const lines = (d.layers || []).filter((L) => L.quality_line).map((L) =>
       el("p", { class: "quality-line", "data-layer": L.layer, text: `${L.layer} icons: ${L.quality_line}` }));
-    quality.replaceChildren(...(d.note ? [el("p", { class: "quality-line recipe", text: d.note })] : []), ...lines);
+    const notes = [[d.note, "recipe"], [d.examples_note, "examples-note"]].filter(([t]) => t)
+      .map(([t, cls]) => el("p", { class: `quality-line ${cls}`, text: t }));
+    quality.replaceChildren(...notes, ...lines);
   };
   showQuality(data);
   header.append(quality);
