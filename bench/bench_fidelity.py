@@ -44,6 +44,7 @@ RECIPES = {
     "c2f-96px": {"preset": "quick", "size": 96, "coarse": 0.5},
     "c2f-96px-0.75": {"preset": "quick", "size": 96, "coarse": 0.75},
     "c2f-96px-64": {"preset": "quick", "size": 96, "steps": 64, "coarse": 0.5},
+    "c2f-128px-48": {"preset": "quick", "size": 128, "coarse": 0.5},
     "c2f-128px-64": {"preset": "quick", "size": 128, "steps": 64, "coarse": 0.5},
     "c2f-128px-96": {"preset": "quick", "size": 128, "steps": 96, "coarse": 0.5},
 }

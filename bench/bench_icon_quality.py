@@ -40,7 +40,8 @@ RECIPES = {
     "old-quick": dict(size=56, steps=48),
     "phase": dict(size=56, steps=48, param="phase", lr=0.1),
     "+contrast": dict(size=56, steps=48, contrast=0.5),
-    "quick": dict(size=56, steps=48, decay_power=1.5, contrast=0.5),
+    "quick-56": dict(size=56, steps=48, decay_power=1.5, contrast=0.5),  # the quick preset before issue 19
+    "quick": dict(size=128, steps=48, decay_power=1.5, contrast=0.5, coarse=0.5),
     "quick-32": dict(size=56, steps=32, decay_power=1.5, contrast=0.5),
     "quick-d1.25": dict(size=56, steps=48, decay_power=1.25, contrast=0.5),
     "quick-scaled": dict(size=56, steps=48, decay_power=1.5, contrast=0.5, transforms="scaled"),

@@ -18,8 +18,9 @@ knows the store key of every icon it will show (``icon_index``); :func:`finish` 
 ``Explanation.to_json()`` is plain JSON with icons referred to by store key; ``save(folder)`` writes it with the
 picture and every icon as PNG files; ``to_html()`` / ``save_html()`` give the self-contained report, and in a
 notebook the explanation shows itself with the same views. Presets set the icon recipe: ``"default"`` is the
-reference (128 px, 512 steps), ``"quick"`` (56 px, 48 steps) a small one for a first look on a CPU: about 230
-icons and two grids in under three minutes on two cores.
+reference (128 px, 512 steps), ``"quick"`` (128 px, 48 steps, coarse-to-fine) the one a CPU gets; on the embedded
+model the channel icons of the default layers come from the reference pack, so a cold explanation renders only
+its group directions and grids (about 40 s on two cores).
 """
 from __future__ import annotations
 

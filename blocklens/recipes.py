@@ -11,15 +11,18 @@ from typing import Any
 from .errors import BlocklensError
 from .optvis.render import DEFAULTS
 
-#: Icon and grid recipes. "default" (128 px, 512 steps) is the reference for a GPU; "quick" (56 px, 48 steps) what a
-#: CPU gets: about a minute of pictures per explanation on two cores. Both use the contrast ramp (each colour channel
-#: standardized to a photograph's contrast, blended in over the first half of the steps) and the steeper
-#: ``1/f^1.5`` Fourier preconditioning, chosen by measurement (bench/bench_icon_quality.py); "lucid" is Lucid's
-#: recipe unchanged (1/f, no contrast ramp), for comparison.
+#: Icon and grid recipes. "default" (128 px, 512 steps) is the reference: what a GPU gets, and what the reference
+#: pack holds (blocklens/data/pack). "quick" is what a CPU gets: 128 px, 48 steps, coarse-to-fine (the first half of
+#: the steps at 64 px), chosen by semantic fidelity per CPU-second (bench/bench_fidelity.py: its icons retrieve their
+#: unit's reference icon 92-100% as often as the reference recipe with another seed does, at 1/16 of its cost; the
+#: old 56 px quick preset 42-83%). Both use the contrast ramp (each colour channel standardized to a photograph's
+#: contrast, blended in over the first half of the steps) and the steeper ``1/f^1.5`` Fourier preconditioning
+#: (bench/bench_icon_quality.py); "lucid" is Lucid's recipe unchanged (1/f, no contrast ramp), for comparison.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"icons": dict(size=128, steps=512, decay_power=1.5, contrast=0.5), "grid": dict(cell=48, steps=256, contrast=0.5),
                 "group_counts": (2, 3, 4, 5, 6, 7, 8)},
-    "quick": {"icons": dict(size=56, steps=48, decay_power=1.5, contrast=0.5), "grid": dict(cell=40, steps=48, batch_cells=32, contrast=0.5),
+    "quick": {"icons": dict(size=128, steps=48, decay_power=1.5, contrast=0.5, coarse=0.5),
+              "grid": dict(cell=40, steps=48, batch_cells=32, contrast=0.5),
               "group_counts": (3, 4, 5, 6)},
     "lucid": {"icons": dict(size=128, steps=512), "grid": dict(cell=48, steps=256),
               "group_counts": (2, 3, 4, 5, 6, 7, 8)},
@@ -98,7 +101,8 @@ def sources_line(sources: dict) -> str:
         bits = []
         for label, n in sorted(counts.items(), key=lambda kv: -kv[1]):
             source, _, preset = label.partition(" ")
-            bits.append(f"{n} {_SOURCE_WORDS.get(source, source)} ({preset} preset)")
+            how = "a custom recipe" if preset == "custom" else f"{preset} preset"
+            bits.append(f"{n} {_SOURCE_WORDS.get(source, source)} ({how})")
         parts.append(f"{'channel icons' if kind == 'channels' else kind}: {', '.join(bits)}")
     return "; ".join(parts)
 

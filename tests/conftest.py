@@ -1,9 +1,21 @@
 import contextlib
+import os
 
 import pytest
 import torch
 
 import blocklens as bl
+
+
+# The reference pack (blocklens/data/pack) is read beneath every store; the suite renders what it checks, so it is
+# off here, and tests/test_pack.py switches it on where it is the subject (and checks explain with it).
+os.environ["BLOCKLENS_PACK"] = "0"
+
+
+@pytest.fixture()
+def with_pack(monkeypatch):
+    """The reference pack switched on for one test."""
+    monkeypatch.setenv("BLOCKLENS_PACK", "1")
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +31,7 @@ def _seed():
 
 # Icon and grid recipes small enough that a whole explanation renders in seconds (pictures are noise; the tests
 # check wiring and numbers, the benches and docs/ hold the real pictures).
-TINY_ICONS = dict(size=32, steps=2, decay_power=1.5, contrast=0.5)  # the presets' settings, tiny
+TINY_ICONS = dict(size=32, steps=2, decay_power=1.5, contrast=0.5, coarse=0.5)  # the quick preset, tiny
 TINY_GRID = dict(cell=32, steps=2, batch_cells=16)
 
 

@@ -64,7 +64,7 @@ def test_pack_switched_off_by_the_environment(monkeypatch):
     assert IconStore("memory://no-pack").beneath is None
 
 
-def test_the_shipped_pack_is_current_and_complete(lite0):
+def test_the_shipped_pack_is_current_and_complete(lite0, with_pack):
     """The pack matches the embedded model, the default preset and the current algorithm version, and holds every
     channel of the default layers: a change to any of them must rebuild it (python -m blocklens.store.packbuild)."""
     manifest = pack_manifest(PACK_DIR)
@@ -84,7 +84,7 @@ def test_the_shipped_pack_is_current_and_complete(lite0):
         assert icon.meta["recipe"] == recipe and icon.meta["zero_grad_steps"] <= 0.1 * recipe["steps"]
 
 
-def test_explain_on_an_empty_store_shows_the_packs_channel_icons(lite0, tmp_path):
+def test_explain_on_an_empty_store_shows_the_packs_channel_icons(lite0, tmp_path, with_pack):
     """On a CPU (the quick preset) with an empty user store, every channel icon the report shows is the pack's;
     only the group directions are rendered, at the quick preset, and the report says so."""
     from blocklens.web.report import report_html

@@ -228,7 +228,7 @@ def test_default_preset_follows_the_device(lite0):
 
     assert default_preset(_OnGpu()) == "default"
     note = preset_note("quick", seconds=30.0, n_icons=200)
-    assert "quick preset (56 px, 48 steps)" in note and "default preset (128 px, 512 steps)" in note
+    assert "quick preset (128 px, 48 steps, coarse-to-fine)" in note and "default preset (128 px, 512 steps)" in note
     assert " min " in note
     from blocklens.recipes import RECIPE_KEYS, recipe_for
 
@@ -244,6 +244,6 @@ def test_explanation_carries_quality_and_the_recipe_note(tiny_explanation):
         assert q["summary"]["icons"] == len(e.icon_index[lr.layer]["channels"])
         assert set(q["icons"]) == set(e.icon_index[lr.layer]["channels"].values())
         assert "specific" in q["line"]
-    assert e.note.startswith("icons: quick preset (32 px, 2 steps, changed)")
+    assert e.note.startswith("icons: quick preset (32 px, 2 steps, coarse-to-fine, changed)")
     j = e.to_json()
     assert j["quality"] and j["note"] == e.note
