@@ -62,6 +62,23 @@ def icon_cost(recipe: dict) -> float:
     return steps * (size + 24) ** 2
 
 
+#: Semantic fidelity measured for a preset (bench/bench_fidelity.py, 2026-12-02): the share of the ceiling's top-1
+#: retrieval (the reference recipe with another seed) its icons reach, lowest and highest over the layers measured.
+FIDELITY = {"quick": {"low": 0.92, "high": 1.0, "layers": "blocks.7, blocks.11, blocks.7.expand.act, blocks.11.expand.act",
+                      "units": 12, "judge": "EfficientNet-Lite2"}}
+
+
+def fidelity_note(preset: str) -> str:
+    """What bench/bench_fidelity.py measured for ``preset``'s icons against the reference ('' if nothing)."""
+    f = FIDELITY.get(preset)
+    if not f:
+        return ""
+    return (f"semantic fidelity of the {preset} preset: its icons find their unit's reference icon "
+            f"{100 * f['low']:.0f}-{100 * f['high']:.0f}% as often as the reference recipe with another seed does "
+            f"({f['units']} units each of {f['layers']} of EfficientNet-Lite0, judged by {f['judge']}; "
+            "bench/bench_fidelity.py)")
+
+
 def preset_note(preset: str, seconds: float | None = None, n_icons: int | None = None,
                 recipe: dict | None = None) -> str:
     """Which recipe made the icons (``recipe``: the icon recipe used, default the preset's) and what the default
@@ -76,6 +93,8 @@ def preset_note(preset: str, seconds: float | None = None, n_icons: int | None =
         when = f"{est / 60:.0f} min" if est >= 90 else f"{est:.0f} s"
         note += (f"; the default preset ({ref['size']} px, {ref['steps']} steps) would take about {when} for "
                  f"these {n_icons} icons on this device (preset 'default')")
+    if ic == PRESETS[preset]["icons"] and fidelity_note(preset):
+        note += f"; {fidelity_note(preset)}"
     return note
 
 

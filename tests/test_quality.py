@@ -230,6 +230,8 @@ def test_default_preset_follows_the_device(lite0):
     note = preset_note("quick", seconds=30.0, n_icons=200)
     assert "quick preset (128 px, 48 steps, coarse-to-fine)" in note and "default preset (128 px, 512 steps)" in note
     assert " min " in note
+    assert "semantic fidelity of the quick preset" in note and "bench/bench_fidelity.py" in note
+    assert "semantic fidelity" not in preset_note("quick", recipe={"size": 40})  # a changed recipe was not measured
     from blocklens.recipes import RECIPE_KEYS, recipe_for
 
     assert {"decay_power", "contrast", "through_cap"} <= set(RECIPE_KEYS)
