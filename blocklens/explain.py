@@ -20,7 +20,7 @@ picture and every icon as PNG files; ``to_html()`` / ``save_html()`` give the se
 notebook the explanation shows itself with the same views. Presets set the icon recipe: ``"default"`` is the
 reference (128 px, 512 steps), ``"quick"`` (128 px, 48 steps, coarse-to-fine) the one a CPU gets; on the embedded
 model the channel icons of the default layers come from the reference pack, so a cold explanation renders only
-its group directions and grids (about 40 s on two cores).
+its group directions and grids (about 56 s on two cores).
 """
 from __future__ import annotations
 
