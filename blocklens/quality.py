@@ -423,13 +423,20 @@ def retrieval(judge, queries: Sequence, references: Sequence, *, layer: str | No
     if len(queries) != len(references) or len(queries) < 2:
         raise BlocklensError(f"retrieval needs as many queries as references, at least 2 (got {len(queries)} "
                              f"and {len(references)})")
-    q = judge_features(judge, queries, layer=layer)
-    r = judge_features(judge, references, layer=layer)
+    sim = _cosines(judge_features(judge, queries, layer=layer), judge_features(judge, references, layer=layer))
+    return _ranked(sim)
+
+
+def _cosines(q: np.ndarray, r: np.ndarray) -> np.ndarray:
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     r = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
-    sim = q @ r.T
-    ranks = np.array([1 + int((sim[i] > sim[i, i]).sum()) for i in range(len(q))])
-    return {"top1": float((ranks == 1).mean()), "top3": float((ranks <= 3).mean()), "n": len(q),
+    return q @ r.T
+
+
+def _ranked(sim: np.ndarray) -> dict[str, Any]:
+    """Retrieval figures from ``sim[i, j]``, query i against reference j (i's own reference is j = i)."""
+    ranks = np.array([1 + int((sim[i] > sim[i, i]).sum()) for i in range(len(sim))])
+    return {"top1": float((ranks == 1).mean()), "top3": float((ranks <= 3).mean()), "n": len(sim),
             "ranks": ranks.tolist()}
 
 
@@ -490,12 +497,9 @@ def grid_fidelity(judge, grid, reference, *, layer: str | None = None) -> dict[s
     def cells(g):
         return [np.clip(np.round(c * 255), 0, 255).astype(np.uint8) for c in g.cells.reshape(h * w, *g.cells.shape[2:])]
 
-    out = retrieval(judge, cells(grid), cells(reference), layer=layer)
-    q = judge_features(judge, cells(grid), layer=layer)
-    r = judge_features(judge, cells(reference), layer=layer)
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    r = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
-    best = (q @ r.T).argmax(1)
+    sim = _cosines(judge_features(judge, cells(grid), layer=layer), judge_features(judge, cells(reference), layer=layer))
+    out = _ranked(sim)
+    best = sim.argmax(1)
     near = [abs(int(b) // w - i // w) <= 1 and abs(int(b) % w - i % w) <= 1 for i, b in enumerate(best)]
     out["near1"] = float(np.mean(near))
     return out
