@@ -414,11 +414,10 @@ def finish(model, result: Explanation, store=None, *, progress: bool | None = No
 
             own = recipe_for(**result.recipe["icons"])
             planned = planned_targets(model, result)
-            got = {}
-            for k, target in planned.items():  # planned at another recipe (the reference): fetched, never rendered
-                if k != icon_key_for(model, target, own) and store is not False and (icon := store.get(k)):
-                    got[k] = icon
-            if len(got) < sum(1 for k, t in planned.items() if k != icon_key_for(model, t, own)):
+            # planned at another recipe (the reference): fetched, never rendered
+            elsewhere = [k for k, t in planned.items() if k != icon_key_for(model, t, own)]
+            got = {k: icon for k in elsewhere if store is not False and (icon := store.get(k))}
+            if len(got) < len(elsewhere):
                 _replan_missing(model, result, store)  # one vanished between the plan and now
                 planned = planned_targets(model, result)
             todo = [t for k, t in planned.items() if k not in got]
