@@ -19,12 +19,30 @@ import os
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import BlocklensError
 
-__all__ = ["run_jobs", "run_local", "run_ray", "worker_model", "use_threads", "parent_alive", "local_devices",
+__all__ = ["Progress", "run_jobs", "run_local", "run_ray", "worker_model", "use_threads", "parent_alive", "local_devices",
            "driver_model", "default_threads", "describe_error"]
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands, as its ``on_progress`` callback gets it: ``done`` of ``total`` units (images, icons)
+    in ``phase``, ``failed`` of them, ``eta`` seconds left (None until something was done), ``elapsed``."""
+
+    phase: str
+    done: int
+    total: int
+    failed: int = 0
+    eta: float | None = None
+    elapsed: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.total <= 0 else min(1.0, self.done / self.total)
+
 
 #: This worker process's state: its parent's pid, torch threads, device and the models it has built.
 WORKER: dict[str, Any] = {"models": {}}

@@ -149,6 +149,23 @@ def recipe_for(**overrides) -> dict:
     return recipe
 
 
+def preset_options(preset: str | None = None, part: str = "icons", model=None, **overrides) -> dict:
+    """A preset's options for ``part`` (``"icons"`` or ``"grid"``) with ``overrides`` on top (``None`` values
+    left out): the one merge every entry point uses. ``preset`` None: :func:`default_preset` for ``model``."""
+    name = preset or default_preset(model)
+    if name not in PRESETS:
+        raise BlocklensError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    if part not in ("icons", "grid"):
+        raise BlocklensError(f"unknown recipe part {part!r}; valid: icons, grid")
+    return {**PRESETS[name][part], **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def icon_recipe(preset: str | None = None, model=None, **overrides) -> dict:
+    """The full icon recipe (what icon keys are made of) of ``preset`` (default: the device's, see
+    :func:`default_preset`) with ``overrides``: ``recipe_for(**preset_options(preset, "icons", model, **overrides))``."""
+    return recipe_for(**preset_options(preset, "icons", model, **overrides))
+
+
 DEFAULT_LAYERS = {"efficientnet_lite0": ["blocks.7", "blocks.11"], "efficientnet_lite1": ["blocks.10", "blocks.16"],
                   "efficientnet_lite2": ["blocks.10", "blocks.16"]}
 
