@@ -55,7 +55,7 @@ from ..analyses.interventions import run_batch, scores_of
 from ..errors import BlocklensError, CostError, ImageError
 from ..iconcache import icons as get_icons
 from ..images import png_data_uri
-from ..jobs import default_threads, describe_error, driver_model, parent_alive, run_jobs, use_threads, worker_model
+from ..jobs import Progress, Tracker, default_threads, describe_error, driver_model, parent_alive, run_jobs, use_threads, worker_model
 from ..optvis.targets import direction_target
 from ..recipes import default_layers
 from ..store import IconStore
@@ -535,7 +535,8 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
                    max_rows: int = 40_000, examples: int = 8, chunk: int = 16, seed: int = 0, workers: int = 0,
                    threads: int | None = None, device: str | None = None, loader: Callable[[], Any] | None = None,
                    weights: str | os.PathLike | None = None, progress: bool | None = None,
-                   log: Callable[[str], None] | None = None, **recipe) -> ClassConcepts:
+                   log: Callable[[str], None] | None = None,
+                   on_progress: Callable[[Progress], None] | None = None, **recipe) -> ClassConcepts:
     """The concepts the model relies on for ``cls`` at ``layer`` over a folder (or an index's folder); see the
     module docstring for the method. ``k``: the number of concepts (default: chosen by reconstruction and
     stability); ``vs``: a second class, for the pair's vocabulary and each concept's effect on the pair;
@@ -543,7 +544,9 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
     ``max_images``: the bound on images scanned (an error, before any work, when the folder needs more);
     ``max_others``: images of other classes measured for the audit; ``examples``: top patches per concept;
     ``icons``: each concept's direction rendered through the store (recipe options as :func:`blocklens.icons`).
-    ``workers``: local processes for the chunks (0: this process)."""
+    ``workers``: local processes for the chunks (0: this process). ``on_progress(Progress)``: each phase's
+    progress (``scan``, ``factorize``, ``measure``, ``icons``, ``vocabulary icons``), chunks found in the store
+    counted as done."""
     t0 = time.perf_counter()
     say = log or (lambda msg: None)
     for name, v, low in (("positions", positions, 1), ("max_images", max_images, 1), ("max_others", max_others, 0),
@@ -593,12 +596,12 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
                   loader=loader, weights=str(weights) if weights else None)
     spans = [(s, min(s + chunk, len(scan_images))) for s in range(0, len(scan_images), chunk)]
     show = sys.stderr.isatty() if progress is None else progress
-    from tqdm.auto import tqdm
-
+    recipe = _icon_progress(recipe, on_progress)
     say(f"concepts of {model.labels[c_idx]!r} at {info.name} of {model.name}: {len(scan_images)} images of {root} "
         f"to scan (labels from {labels_from}), chunks of {chunk} in {store.url}")
     times = {}
-    with tqdm(total=len(scan_images), desc="concepts: scan", unit="img", disable=not show, dynamic_ncols=True) as bar:
+    with Tracker("scan", len(scan_images), on_progress=on_progress, show=show, desc="concepts: scan",
+                 unit="img") as bar:
         scans = _run_phase([ConceptJob(n, "scan", scan_images[a:b], classes=scan_labels[a:b], key=key, **common)
                             for n, (a, b) in enumerate(spans)], model, store, workers=workers, threads=threads,
                            device=device, bar=bar, say=say)
@@ -629,6 +632,8 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
     cls_pos = np.nonzero(is_cls)[0]
 
     # -- the sample and the factorization
+    if on_progress is not None:
+        on_progress(Progress("factorize", 0, 0, elapsed=time.perf_counter() - t0))
     raw = np.concatenate(rows).astype(np.float64)
     r_img = np.concatenate(row_image)
     keep = np.isin(r_img, cls_pos)
@@ -656,7 +661,8 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
     m_images = [scan_images[i] for i in measure_ids]
     m_spans = [(s, min(s + chunk, len(m_images))) for s in range(0, len(m_images), chunk)]
     t1 = time.perf_counter()
-    with tqdm(total=len(m_images), desc="concepts: measure", unit="img", disable=not show, dynamic_ncols=True) as bar:
+    with Tracker("measure", len(m_images), on_progress=on_progress, show=show, desc="concepts: measure",
+                 unit="img") as bar:
         measured = _run_phase([ConceptJob(n, "measure", m_images[a:b], classes=[], key=f"{key}/{mkey}",
                                           components=comps.astype(np.float32), roles=roles[a:b], **common)
                                for n, (a, b) in enumerate(m_spans)], model, store, workers=workers, threads=threads,
@@ -751,6 +757,23 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
                          {"positions": positions, "seed": seed, "examples": examples, "max_rows": max_rows,
                           "key": key, "index": index.key if index is not None else None},
                          crop_of, {k_: round(v, 3) for k_, v in times.items()}, comps)
+
+
+def _icon_progress(recipe: dict, on_progress) -> dict:
+    """``recipe`` whose ``on_batch`` also tells ``on_progress`` of the icon renders: its first call is the concepts'
+    icons, its second the vocabulary's."""
+    if on_progress is None:
+        return recipe
+    user, calls = recipe.get("on_batch"), []
+
+    def on_batch(done: int, total: int) -> None:
+        if done == 0:
+            calls.append(1)
+        on_progress(Progress("icons" if len(calls) <= 1 else "vocabulary icons", done, total))
+        if user is not None:
+            user(done, total)
+
+    return {**recipe, "on_batch": on_batch}
 
 
 def _vocabulary(model, info, c_idx, v_idx, scan_images, readable, mask, arrays, root, rf, examples, icons, store,
