@@ -22,11 +22,9 @@ import math
 import os
 import re
 import secrets
-import socket
-import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -34,12 +32,11 @@ import numpy as np
 
 from .errors import BlocklensError
 from .iconcache import icon_key_for, render_batch
-from .jobs import (default_threads, describe_error, driver_model, parent_alive, run_jobs, use_threads,
-                   worker_model)
-from .recipes import PRESETS, default_layers, default_preset, recipe_for
+from .jobs import Backend, Progress, Shard, describe_error, driver_model, parent_alive, run_shards
+from .recipes import default_layers, default_preset, icon_recipe
 from .store import Icon, IconStore, recipe_hash
 
-__all__ = ["PlannedUnit", "Job", "parse_units", "parse_shard", "plan", "precompute", "write_sprite", "layer_icons",
+__all__ = ["PlannedUnit", "RenderBatch", "render_units", "parse_units", "parse_shard", "plan", "precompute", "write_sprite", "layer_icons",
            "export_layer", "LOGIT_GROUP"]
 
 #: Sprite group (the "layer" of the sheet) of class logit icons.
@@ -58,26 +55,6 @@ class PlannedUnit:
     layer: str              # canonical layer name ("<output>" for logits)
     group: str | None       # sprite sheet it belongs to: the layer (channels), "logit" (classes), None (neurons)
     index: int              # channel or class index
-
-
-@dataclass
-class Job:
-    """A batch of units of one layer, as sent to a worker (picklable)."""
-
-    index: int
-    units: list[PlannedUnit]
-    model: str
-    fingerprint: str
-    recipe: dict
-    store: str
-    storage_options: dict = field(default_factory=dict)
-    write: bool = True          # the worker puts its icons; False: it returns them and the driver puts them
-    recheck: bool = True        # skip units that appeared in the store since planning
-    run: str = ""
-    device: str | None = None   # None: the worker's own (local workers), else cuda when visible, else cpu
-    threads: int | None = None  # torch threads in the worker
-    loader: Callable[[], Any] | None = None  # builds the model in the worker (default: load_model(model, weights))
-    weights: str | None = None  # the state dict file that goes with the spec ``model``
 
 
 _TOKEN = re.compile(r"\s*(?:(?P<all>all)|(?P<c>\d+)\s*@\s*(?P<x>\d+)\s*,\s*(?P<y>\d+)|(?P<a>\d+)(?:\s*-\s*(?P<b>\d+))?)"
@@ -136,7 +113,7 @@ def plan(model, layers: Sequence[str] | None = None, units: str | Sequence[str] 
     from .optvis.targets import channel_target, logit_target, neuron_target
 
     if recipe is None:
-        recipe = recipe_for(**PRESETS[default_preset(model)]["icons"])
+        recipe = icon_recipe(model=model)
     if layers is None:
         layers = [] if logits is not None else default_layers(model)
     out: dict[str, PlannedUnit] = {}
@@ -182,46 +159,47 @@ def _batches(units: Sequence[PlannedUnit], batch: int) -> list[list[PlannedUnit]
     return out
 
 
-# -------------------------------------------------------------------------------------------- worker
+# -------------------------------------------------------------------------------------------- the task
 
 
-def _execute(job: Job, model, store: IconStore | None) -> dict:
-    """Render one batch (minus what the store got meanwhile) and put (or return) its icons."""
+@dataclass
+class RenderBatch:
+    """A batch of units of one layer to render (a shard's payload; picklable): ``recheck`` skips the units that
+    appeared in the store since planning; ``run`` is the id the icons carry in their metadata."""
+
+    units: list[PlannedUnit]
+    recipe: dict
+    run: str = ""
+    recheck: bool = True
+
+
+def render_units(model, batch: RenderBatch, store: IconStore | None) -> dict:
+    """Precompute's task (see :func:`blocklens.jobs.run_shards`): render the batch (minus what the store got
+    meanwhile) and put its icons into ``store``, or return them (``entries``) when the worker does not write."""
     from .optvis.targets import parse_target
 
-    t0 = time.perf_counter()
-    todo, skipped = list(job.units), []
-    if job.recheck and store is not None:
+    todo, skipped = list(batch.units), []
+    if batch.recheck and store is not None:
         todo, skipped = [], []
-        for u in job.units:
+        for u in batch.units:
             (skipped if store.exists(u.key) else todo).append(u)
     entries = []
     if todo:
         targets = [parse_target(model, u.spec) for u in todo]
         for u, t in zip(todo, targets):
-            if icon_key_for(model, t, job.recipe) != u.key:
+            if icon_key_for(model, t, batch.recipe) != u.key:
                 raise BlocklensError(f"unit {u.spec} keys differently in the worker than in the plan: "
                                      "different blocklens versions?")
-        rendered = render_batch(model, targets, job.recipe, progress=False, desc=f"batch {job.index}")
+        rendered = render_batch(model, targets, batch.recipe, progress=False, desc=f"batch of {todo[0].spec}")
         if not parent_alive():  # the run was killed: write nothing behind its back
             os._exit(1)
         for u, (pixels, meta) in zip(todo, rendered):
-            meta["run"] = job.run
-            if job.write:
+            meta["run"] = batch.run
+            if store is not None:
                 store.put(u.key, pixels, meta)
             else:
                 entries.append((u.key, pixels, meta))
-    return {"batch": job.index, "rendered": [u.key for u in todo], "skipped": [u.key for u in skipped],
-            "seconds": time.perf_counter() - t0, "pid": os.getpid(), "host": socket.gethostname(),
-            "entries": entries}
-
-
-def run_batch(job: Job) -> dict:
-    """Worker entry point (local process or Ray task): render ``job`` and put its icons into the store."""
-    use_threads(job.threads)
-    model = worker_model(job)
-    store = IconStore(job.store, storage_options=job.storage_options) if (job.write or job.recheck) else None
-    return _execute(job, model, store)
+    return {"rendered": [u.key for u in todo], "skipped": [u.key for u in skipped], "entries": entries}
 
 
 # -------------------------------------------------------------------------------------------- sprites
@@ -340,6 +318,96 @@ def export_layer(store: IconStore, model, layer: str, recipe: dict, out: str | o
 # ---------------------------------------------------------------------------------------------- run
 
 
+def _recipe_on(device: str | None, overrides: dict) -> dict:
+    """The recipe of :func:`blocklens.icons` on the device the icons render on: quick on a CPU, default on a GPU."""
+    on = "quick" if device == "cpu" else "default" if device and str(device).startswith("cuda") else default_preset()
+    return icon_recipe(on, **overrides)
+
+
+def _verify(store: IconStore, planned: list[PlannedUnit], listed: set[str]) -> list[str]:
+    """Keys of planned entries that the listing has but that do not read back (moved aside by the store)."""
+    corrupt = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for u in planned:
+            if u.key in listed and store.get(u.key) is None:
+                corrupt.append(u.key)
+                listed.discard(u.key)
+    return corrupt
+
+
+class _Tally:
+    """The driver's side of a precompute run: counts per layer, sprites of finished layers, the summary."""
+
+    def __init__(self, store, model, recipe, planned, present, todo, summary, sprites: bool, say):
+        self.store, self.model, self.recipe, self.say = store, model, recipe, say
+        self.present, self.summary, self.sprites = present, summary, sprites
+        self.layers = {name: {"planned": 0, "present": 0, "rendered": 0, "skipped": 0, "failed": 0, "sprite": None}
+                       for name in dict.fromkeys(u.group or u.layer for u in planned)}
+        for u in planned:
+            row = self.layers[u.group or u.layer]
+            row["planned"] += 1
+            row["present"] += u.key in present
+        groups = list(dict.fromkeys(u.group for u in planned if u.group is not None))
+        self.remaining = {g: 0 for g in groups}
+        for u in todo:
+            if u.group is not None:
+                self.remaining[u.group] += 1
+        summary["layers"] = self.layers
+
+    def complete_groups(self) -> None:
+        for g, n in self.remaining.items():
+            if n == 0:
+                self.sprite(g)
+
+    def sprite(self, group: str) -> None:
+        if not self.sprites:
+            return
+        try:
+            url = write_sprite(self.store, self.model, group, self.recipe, self.present)
+        except Exception as e:  # a sheet is a convenience: report it, keep the run going
+            self.summary["errors"].append({"sprite": group, "error": describe_error(e)})
+            self.say(f"sprite of {group} failed: {describe_error(e)}")
+            return
+        self.summary["sprites"][group] = url
+        if group in self.layers:
+            self.layers[group]["sprite"] = url
+
+    def _finish(self, units) -> None:
+        for u in units:
+            if u.group is not None:
+                self.remaining[u.group] -= 1
+                if self.remaining[u.group] == 0:
+                    self.sprite(u.group)
+
+    def on_result(self, shard: Shard, res: dict, check_seen: bool) -> None:
+        for key, pixels, meta in res.get("entries") or ():
+            self.store.put(key, pixels, meta)
+        if check_seen:
+            unseen = [k for k in res["rendered"] if not self.store.exists(k)]
+            if unseen:  # e.g. Ray workers on other machines writing to their own disks
+                raise BlocklensError(
+                    f"a worker rendered {len(unseen)} icons that this process does not find in {self.store.url}: on "
+                    "several machines the store must be one they all reach (an object store URL such as "
+                    "s3://bucket/icons, or a network folder mounted at the same path)")
+        self.present.update(set(res["rendered"]) | set(res["skipped"]))
+        self.summary["rendered"] += len(res["rendered"])
+        self.summary["skipped"] += len(res["skipped"])
+        rendered = set(res["rendered"])
+        for u in shard.payload.units:
+            self.layers[u.group or u.layer]["rendered" if u.key in rendered else "skipped"] += 1
+        self._finish(shard.payload.units)
+
+    def on_error(self, shard: Shard, text: str) -> None:
+        units = shard.payload.units
+        self.summary["failed"] += len(units)
+        for u in units:
+            self.layers[u.group or u.layer]["failed"] += 1
+        self.summary["errors"].append({"batch": shard.index, "layer": units[0].layer,
+                                       "units": [u.spec for u in units], "error": text})
+        self._finish(units)
+
+
 def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None = None,
                units: str | Sequence[str] | None = None, logits: str | Sequence[str] | None = None, *,
                store: IconStore | str | os.PathLike | None = None, storage_options: dict | None = None,
@@ -348,7 +416,7 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
                progress: bool | None = None, sprites: bool = True, verify: bool = False, dry_run: bool = False,
                shard: str | tuple[int, int] | None = None, loader: Callable[[], Any] | None = None,
                weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
-               **recipe_overrides) -> dict:
+               on_progress: Callable[[Progress], None] | None = None, **recipe_overrides) -> dict:
     """Render every planned icon that the store lacks; return a summary dict.
 
     ``model``: a model spec (a zoo name, ``package.module:callable``, a ``.pt2`` file, ``timm:NAME``...; see
@@ -363,7 +431,8 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
     tasks instead: ``"auto"`` (the running cluster), an address (``ray://head:10001``), or ``"local"``
     (start one); an already initialized Ray is used as is; ``gpus_per_task`` reserves GPUs per task.
     ``batch``: units rendered together. ``progress``: a bar with rate and ETA on stderr (default: when
-    stderr is a terminal). ``sprites``: write each finished layer's sprite sheet. ``verify``: fully check the
+    stderr is a terminal); ``on_progress(Progress)``: icons done of those to render, after each batch.
+    ``sprites``: write each finished layer's sprite sheet. ``verify``: fully check the
     entries already present (corrupt ones are moved aside and rendered again) instead of trusting the
     listing. ``dry_run``: plan only. ``shard``: ``"I/N"`` (or ``(I, N)``) keeps only the I-th of N disjoint
     parts of the plan (split by key), so N runs on N machines share one store without rendering anything
@@ -380,159 +449,63 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
     say = log or (lambda msg: None)
     if batch < 1:
         raise BlocklensError(f"batch must be at least 1, got {batch}")
-    if workers < 0:
-        raise BlocklensError(f"workers must be 0 (this process) or more, got {workers}")
-    if threads is not None and threads < 1:
-        raise BlocklensError(f"threads must be at least 1, got {threads}")
-    if device not in (None, "auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise BlocklensError(f"device must be auto, cpu or cuda, got {device!r}")
-    # the recipe of bl.icons on the device the icons render on: quick on a CPU, default on a GPU
-    on = "quick" if device == "cpu" else "default" if device and str(device).startswith("cuda") else default_preset()
-    recipe = recipe_for(**{**PRESETS[on]["icons"], **recipe_overrides})
-    remote = ray is not None or workers > 0
+    backend = Backend(workers=workers, threads=threads, device=device, ray=ray, gpus_per_task=gpus_per_task,
+                      ray_init=ray_init)
+    recipe = _recipe_on(device, recipe_overrides)
     model_name = model if isinstance(model, str) else model.name
-    model, spec, weights = driver_model(model, loader=loader, weights=weights, device=device, remote=remote)
-    if not isinstance(store, IconStore):
-        store = IconStore(store, storage_options=storage_options)
-    if ray is not None and device == "cuda" and not gpus_per_task:
-        gpus_per_task = 1  # Ray shows a task only the GPUs it reserved
+    model, spec, weights = driver_model(model, loader=loader, weights=weights, device=device, remote=backend.remote)
+    store = store if isinstance(store, IconStore) else IconStore(store, storage_options=storage_options)
     planned = plan(model, layers, units, logits, recipe)
     if not planned:
         raise BlocklensError("nothing to precompute: no layer or class was selected")
     if shard is not None:
         part, parts = parse_shard(shard)
         planned = [u for u in planned if int(u.key[:12], 16) % parts == part]
-
     listed = set(store.keys())
-    corrupt: list[str] = []
-    if verify:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for u in planned:
-                if u.key in listed and store.get(u.key) is None:
-                    corrupt.append(u.key)
-                    listed.discard(u.key)
+    corrupt = _verify(store, planned, listed) if verify else []
     present = {u.key for u in planned if u.key in listed}
     todo = [u for u in planned if u.key not in present]
-    groups = list(dict.fromkeys(u.group for u in planned if u.group is not None))
-    layer_names = list(dict.fromkeys(u.group or u.layer for u in planned))
-    per_layer = {name: {"planned": 0, "present": 0, "rendered": 0, "skipped": 0, "failed": 0, "sprite": None}
-                 for name in layer_names}
-    for u in planned:
-        row = per_layer[u.group or u.layer]
-        row["planned"] += 1
-        row["present"] += u.key in present
-
     run = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
-    write_in_workers = store.shared or not remote
-    threads = default_threads(threads, workers, ray)
-    jobs = [Job(i, b, spec or model_name, model.fingerprint, recipe, store.url, dict(store.storage_options),
-                write=write_in_workers, recheck=write_in_workers, run=run,
-                device=None if device in (None, "auto") or ray is None else device, threads=threads, loader=loader,
-                weights=weights)
-            for i, b in enumerate(_batches(todo, batch))]
-    backend = "ray" if ray is not None else ("local" if workers > 0 else "inline")
+    write = store.shared or not backend.remote
+    shards = [Shard(i, len(b), RenderBatch(b, recipe, run, recheck=write)) for i, b in enumerate(_batches(todo, batch))]
     summary: dict[str, Any] = {
         "model": model_name, "fingerprint": model.fingerprint, "store": store.url, "recipe": recipe,
-        "recipe_hash": recipe_hash(recipe), "backend": backend, "workers": workers if ray is None else None,
-        "ray": ray, "threads": threads, "batch": batch,
+        "recipe_hash": recipe_hash(recipe), "backend": backend.kind, "workers": workers if ray is None else None,
+        "ray": ray, "threads": backend.threads, "batch": batch,
         "shard": None if shard is None else "%d/%d" % parse_shard(shard), "run": run, "planned": len(planned),
-        "present": len(present), "to_render": len(todo), "batches": len(jobs), "rendered": 0, "skipped": 0,
-        "failed": 0, "corrupt": len(corrupt), "errors": [], "layers": per_layer, "sprites": {},
+        "present": len(present), "to_render": len(todo), "batches": len(shards), "rendered": 0, "skipped": 0,
+        "failed": 0, "corrupt": len(corrupt), "errors": [], "sprites": {},
     }
-    how = {"ray": f"Ray tasks ({ray})", "local": f"{workers} worker process{'es' if workers != 1 else ''}",
-           "inline": "this process"}[backend]
-    if ray is not None and store.is_local and ray not in ("local",):
-        say(f"note: the store is the folder {store.url}; Ray workers on other machines write to their own disks "
-            "unless it is a network folder mounted at the same path everywhere (else use an object store URL)")
-    say(f"{len(planned)} icons planned in {len(layer_names)} layer(s) of {model_name}, {len(present)} already in "
-        f"{store.url}; {len(todo)} to render in {len(jobs)} batches on {how}")
+    tally = _Tally(store, model, recipe, planned, present, todo, summary, sprites, say)
+    _announce(say, backend, store, planned, tally, present, todo, shards, model_name)
     if dry_run:
         summary.update(seconds=round(time.perf_counter() - t_start, 3), render_seconds=0.0, first_result_seconds=None,
                        units_per_minute=None)
         return summary
+    tally.complete_groups()
+    check_seen = backend.remote and write
+    report = run_shards(shards, render_units, worker=backend.worker_ref(model, spec, weights, loader),
+                        backend=backend, store=store, model=model, phase="render", desc=f"precompute {model_name}",
+                        unit="icon", progress=progress, on_progress=on_progress,
+                        on_result=lambda s, res: tally.on_result(s, res, check_seen), on_error=tally.on_error,
+                        log=say, label=lambda s: f"batch {s.index} ({s.payload.units[0].spec}..)")
+    return _close(summary, report, t_start, say)
 
-    remaining = {g: 0 for g in groups}
-    for u in todo:
-        if u.group is not None:
-            remaining[u.group] += 1
 
-    def sprite(group: str) -> None:
-        if not sprites:
-            return
-        try:
-            url = write_sprite(store, model, group, recipe, present)
-        except Exception as e:  # a sheet is a convenience: report it, keep the run going
-            summary["errors"].append({"sprite": group, "error": describe_error(e)})
-            say(f"sprite of {group} failed: {describe_error(e)}")
-            return
-        summary["sprites"][group] = url
-        if group in per_layer:
-            per_layer[group]["sprite"] = url
+def _announce(say, backend: Backend, store: IconStore, planned, tally: _Tally, present, todo, shards, name) -> None:
+    if backend.kind == "ray" and store.is_local and backend.ray not in ("local",):
+        say(f"note: the store is the folder {store.url}; Ray workers on other machines write to their own disks "
+            "unless it is a network folder mounted at the same path everywhere (else use an object store URL)")
+    say(f"{len(planned)} icons planned in {len(tally.layers)} layer(s) of {name}, {len(present)} already in "
+        f"{store.url}; {len(todo)} to render in {len(shards)} batches on {backend.describe()}")
 
-    for g in groups:
-        if remaining[g] == 0:
-            sprite(g)
 
-    show = sys.stderr.isatty() if progress is None else progress
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(todo), desc=f"precompute {model_name}", unit="icon", disable=not show or not todo,
-               smoothing=0.05, dynamic_ncols=True)
-
-    def finish(job: Job) -> None:
-        for u in job.units:
-            if u.group is not None:
-                remaining[u.group] -= 1
-                if remaining[u.group] == 0:
-                    sprite(u.group)
-
-    first: list[float] = []
-
-    def on_result(job: Job, res: dict) -> None:
-        if not first:
-            first.append(time.perf_counter() - t_render)
-        for key, pixels, meta in res.get("entries") or ():
-            store.put(key, pixels, meta)
-        if backend != "inline" and write_in_workers:
-            unseen = [k for k in res["rendered"] if not store.exists(k)]
-            if unseen:  # e.g. Ray workers on other machines writing to their own disks
-                raise_unseen = BlocklensError(
-                    f"worker {res.get('pid')} on {res.get('host')} rendered {len(unseen)} icons that this process "
-                    f"does not find in {store.url}: on several machines the store must be one they all reach (an "
-                    "object store URL such as s3://bucket/icons, or a network folder mounted at the same path)")
-                on_error(job, raise_unseen)
-                return
-        done = set(res["rendered"]) | set(res["skipped"])
-        present.update(done)
-        summary["rendered"] += len(res["rendered"])
-        summary["skipped"] += len(res["skipped"])
-        rendered = set(res["rendered"])
-        for u in job.units:
-            per_layer[u.group or u.layer]["rendered" if u.key in rendered else "skipped"] += 1
-        bar.update(len(job.units))
-        finish(job)
-
-    def on_error(job: Job, e: BaseException) -> None:
-        summary["failed"] += len(job.units)
-        for u in job.units:
-            per_layer[u.group or u.layer]["failed"] += 1
-        summary["errors"].append({"batch": job.index, "layer": job.units[0].layer,
-                                  "units": [u.spec for u in job.units], "error": describe_error(e)})
-        say(f"batch {job.index} ({job.units[0].spec}..) failed: {describe_error(e)}")
-        bar.update(len(job.units))
-        finish(job)
-
-    t_render = time.perf_counter()
-    try:
-        run_jobs(jobs, ray=ray, workers=workers, threads=threads, device=device, gpus_per_task=gpus_per_task,
-                 ray_init=ray_init, on_result=on_result, on_error=on_error, fn=run_batch,
-                 execute=lambda job: _execute(job, model, store))
-    finally:
-        bar.close()
-    render_seconds = time.perf_counter() - t_render
+def _close(summary: dict, report, t_start: float, say) -> dict:
+    """The summary's timings and the closing line."""
+    render_seconds = report.seconds
     summary["render_seconds"] = round(render_seconds, 3)
-    summary["first_result_seconds"] = round(first[0], 3) if first else None
+    first = report.first_result_seconds
+    summary["first_result_seconds"] = round(first, 3) if first is not None else None
     summary["seconds"] = round(time.perf_counter() - t_start, 3)
     summary["units_per_minute"] = (round(60.0 * summary["rendered"] / render_seconds, 2)
                                    if summary["rendered"] and render_seconds > 0 else None)

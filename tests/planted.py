@@ -87,8 +87,7 @@ def train_head(lite0, folder: Path, names: tuple[str, str] = ("marked", "plain")
                steps: int = 300) -> "bl.Model":
     """Lite0 with its classifier replaced by a two-class linear head, trained (logistic loss, Adam, seeded) on the
     frozen pooled features of ``folder``'s images; every other weight is Lite0's."""
-    from blocklens.dataset.index import prepared
-
+    
     net = copy.deepcopy(lite0.module)
     feats, ys = [], []
     grab = {}
@@ -97,7 +96,7 @@ def train_head(lite0, folder: Path, names: tuple[str, str] = ("marked", "plain")
         with torch.no_grad():
             for ci, name in enumerate(names):
                 for p in sorted((folder / name).glob("*.png")):
-                    x, _ = prepared(lite0, p)
+                    x, _ = lite0.prepare(p)
                     net(x)
                     feats.append(grab["f"][0])
                     ys.append(ci)

@@ -8,7 +8,6 @@ import pytest
 import blocklens as bl
 from blocklens.dataset.atlas import whitening
 from blocklens.errors import BlocklensError
-from blocklens.dataset.index import prepared
 from test_index import make_folder
 
 pytest.importorskip("umap")
@@ -47,10 +46,10 @@ def test_dataset_examples_are_the_peak_patches(index, lite0, folder):
         assert right - left == bottom - top == rf == e.patch.shape[0]
         cy, cx = (e.y + 0.5) * 32, (e.x + 0.5) * 32  # the peak's centre in input pixels (7x7 grid at 224 px)
         assert left <= cx <= right and top <= cy <= bottom
-        _, crop = prepared(lite0, folder / e.path)
+        _, crop = lite0.prepare(folder / e.path)
         np.testing.assert_array_equal(e.patch, np.asarray(crop)[top:bottom, left:right])
         # the value is the unit's activation at that position
-        x, _ = prepared(lite0, folder / e.path)
+        x, _ = lite0.prepare(folder / e.path)
         a = lite0.activations(x, "blocks.11")["blocks.11"][0, 7]
         assert float(a[e.y, e.x]) == pytest.approx(e.value, rel=1e-4, abs=1e-4)
     assert ex.signed and len(ex.bottom) == 4 and ex.bottom[0].value == pytest.approx(float(L.bot_val[7, 0]))

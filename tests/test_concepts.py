@@ -84,14 +84,13 @@ def test_importance_is_the_removal_effect_measured_by_hand(marked):
     import torch
 
     from blocklens.analyses.factorize import nonneg_matrix, project, split_activations
-    from blocklens.dataset.index import prepared
-
+    
     root, model, result, _ = marked
     c = result.concepts[0]
     e = c.examples[0]
     assert c.importance == pytest.approx(float(c.drops.mean()), rel=1e-5)
     assert c.logprob_drop == pytest.approx(float(c.logprob_drops.mean()), rel=1e-5)
-    x, _ = prepared(model, root / e.path)
+    x, _ = model.prepare(root / e.path)
     act = model.activations(x, "blocks.11")["blocks.11"][0].double().numpy()
     comps = result.components.astype(np.float64)
     signed = comps.shape[1] == 2 * act.shape[0]
@@ -131,8 +130,8 @@ def test_json_report_and_a_warm_rerun_computes_nothing(marked, lite0, tmp_path, 
     assert d["concepts"][0]["examples"][0]["src"].startswith("data:image/jpeg")
     html = result.save_html(tmp_path / "c.html").read_text()
     assert "Content-Security-Policy" in html and '"kind":"concepts"' in html
-    monkeypatch.setattr(concepts_mod, "scan_chunk", lambda *a, **k: pytest.fail("a finished scan was redone"))
-    monkeypatch.setattr(concepts_mod, "measure_chunk", lambda *a, **k: pytest.fail("a finished measure was redone"))
+    monkeypatch.setattr(concepts_mod.phases, "scan_chunk", lambda *a, **k: pytest.fail("a finished scan was redone"))
+    monkeypatch.setattr(concepts_mod.phases, "measure_chunk", lambda *a, **k: pytest.fail("a finished measure was redone"))
     again = class_concepts(model, root, "marked", layer="blocks.11", vs="plain", store=store, progress=False, **TINY)
     assert [c.importance for c in again.concepts] == [c.importance for c in result.concepts]
 

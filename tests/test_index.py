@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 import blocklens as bl
 from blocklens.errors import BlocklensError
 from blocklens.images import bundled_images
-from blocklens.dataset.index import build_index, folder_key, list_indexes, load_index, prepared
+from blocklens.dataset.index import build_index, folder_key, list_indexes, load_index
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_top_examples_are_the_direct_maxima_over_the_folder(index, folder, lite0
     for i, rel in enumerate(index.images):
         if rel in index.skipped:
             continue
-        x, _ = prepared(lite0, folder / rel)
+        x, _ = lite0.prepare(folder / rel)
         acts = lite0.activations(x, LAYERS)
         for name in LAYERS:
             per_image[name].append(acts[name][0])
@@ -102,7 +102,7 @@ def test_sample_attribution_is_gradient_times_activation(index, folder, lite0):
     s = 3
     img = int(L.sample_images[s])
     y, x = L.sample_positions[s]
-    xin, _ = prepared(lite0, index.path(img))
+    xin, _ = lite0.prepare(index.path(img))
     with lite0.probe(["blocks.11"], grad=True) as p:
         out = p.run(xin.requires_grad_(True), stop=False)
         a = p.activations["blocks.11"]

@@ -128,7 +128,7 @@ def test_local_workers_rebuild_a_spec_model_from_its_spec(user_pkg, tmp_path, mo
     """``precompute("mypkg.nets:build", weights=...)`` with a local worker: the worker gets the spec string and
     the weights path (no pickled module), rebuilds the model and its weights match the plan's fingerprint;
     a Model from bl.load_model goes to workers by its spec too."""
-    import blocklens.jobs as jobs_mod
+    import blocklens.jobs.backends as jobs_mod
 
     ref = bl.load_model("mypkg.nets:build")
     torch.save({k: torch.randn_like(v) for k, v in ref.module.state_dict().items()}, tmp_path / "w.pth")
@@ -145,13 +145,13 @@ def test_local_workers_rebuild_a_spec_model_from_its_spec(user_pkg, tmp_path, mo
     s = precompute("mypkg.nets:build", ["2"], "0-3", store=store, workers=1, threads=1, batch=4, progress=False,
                    weights=str(tmp_path / "w.pth"), **TINY)
     assert (s["rendered"], s["failed"], s["errors"]) == (4, 0, []) and s["fingerprint"] == model.fingerprint
-    assert [(j.model, j.weights, j.loader) for j in sent] == [("mypkg.nets:build", str(tmp_path / "w.pth"), None)]
+    assert [(j.worker.model, j.worker.weights, j.worker.loader) for j in sent] == [("mypkg.nets:build", str(tmp_path / "w.pth"), None)]
     assert {store.get(k).meta["fingerprint"] for k in store.keys()} == {model.fingerprint}
     assert store.sprite(model.fingerprint, "2", s["recipe"])[1]["count"] == 4
     sent.clear()
     again = precompute(model, ["2"], "0-5", store=store, workers=1, threads=1, progress=False, **TINY)
     assert (again["present"], again["rendered"], again["failed"]) == (4, 2, 0)
-    assert [(j.model, j.weights) for j in sent] == [("mypkg.nets:build", str(tmp_path / "w.pth"))]
+    assert [(j.worker.model, j.worker.weights) for j in sent] == [("mypkg.nets:build", str(tmp_path / "w.pth"))]
 
 
 # ------------------------------------------------------------------------------------- kill -9, resume

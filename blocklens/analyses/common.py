@@ -31,7 +31,8 @@ def prepare(model, image: ImageLike | torch.Tensor | Prepared) -> Prepared:
         if x.shape[0] != 1:
             raise BlocklensError(f"one image at a time: got a batch of shape {tuple(x.shape)}")
         return Prepared(x.to(model.device), None)
-    return Prepared(model.preprocess(image).to(model.device), model.crop(image))
+    x, crop = model.prepare(image)  # one decode
+    return Prepared(x.to(model.device), crop)
 
 
 #: Blocks whose work grows with a layer's positions (layer-to-layer attribution: one backward pass per target

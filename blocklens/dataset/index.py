@@ -30,121 +30,40 @@ position, see :func:`receptive_field`) and kept in the manifest, so dataset exam
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import math
 import os
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import BlocklensError, ImageError
-from ..jobs import default_threads, describe_error, driver_model, parent_alive, run_jobs, use_threads, worker_model
+from ..jobs import Backend, Progress, Shard, driver_model, finished, npz_bytes, npz_load, read_shards, run_shards, shard_path
+from ..models.receptive import receptive_field  # noqa: F401 (kept importable here)
 from ..recipes import default_layers
 from ..store import IconStore, layer_slug
+from .folders import IMAGE_EXTENSIONS, folder_digests, folder_images, folder_key, is_key, json_key
 
 __all__ = ["ActivationIndex", "LayerIndex", "build_index", "load_index", "index_for", "list_indexes", "index_key", "folder_key",
            "folder_images", "receptive_field", "IMAGE_EXTENSIONS", "INDEX_VERSION"]
 
 #: Bumped whenever what a shard holds or how it is computed changes.
 INDEX_VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 INDEX_DIR = "index"
 
 
-# ---------------------------------------------------------------------------------------------- folder
-
-
-def folder_images(folder: str | os.PathLike) -> tuple[list[str], int]:
-    """Sorted relative paths (``/``-separated) of the files under ``folder`` with an image extension, and the
-    number of other files (ignored). Hidden files and folders (``.name``) are left out."""
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise BlocklensError(f"image folder {str(root)!r} does not exist")
-    if not root.is_dir():
-        raise BlocklensError(f"{str(root)!r} is a file, not a folder of images")
-    found, ignored = [], 0
-    for dirpath, dirnames, files in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in files:
-            if name.startswith("."):
-                continue
-            rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(rel)
-            else:
-                ignored += 1
-    return sorted(found), ignored
-
-
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def folder_digests(folder: str | os.PathLike, images: Sequence[str] | None = None) -> tuple[str, list[str]]:
-    """The folder's content key, sha256 (hex, 16 characters) over every image file's relative path and content
-    sha256 in order, and those file digests."""
-    root = Path(folder).expanduser()
-    images = folder_images(root)[0] if images is None else images
-    h = hashlib.sha256()
-    digests = []
-    for rel in images:
-        try:
-            digest = _file_sha(root / rel)
-        except OSError as e:  # an unreadable file still keys the folder (its reason is recorded later)
-            digest = f"unreadable:{type(e).__name__}"
-        digests.append(digest)
-        h.update(json.dumps([rel, digest]).encode())
-    return h.hexdigest()[:16], digests
-
-
-def folder_key(folder: str | os.PathLike, images: Sequence[str] | None = None) -> str:
-    """sha256 (hex, 16 characters) over every image file's relative path and content sha256, in order."""
-    return folder_digests(folder, images)[0]
-
-
-def _preprocessing(model) -> dict:
-    if getattr(model, "_custom_preprocess", None) is not None:
-        fn = model._custom_preprocess
-        return {"kind": "custom", "fn": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
-                "size": model.input_size}
-    return {"kind": "resize_and_crop", "size": model.input_size, "resize": model.resize,
-            "channels": model.input_channels}
+# ---------------------------------------------------------------------------------------------- key
 
 
 def index_key(fingerprint: str, layers: Sequence[str], folder: str, preprocessing: dict, options: dict) -> str:
     """The index's key: sha256 (16 hex) of a canonical JSON of everything that determines its numbers."""
-    text = json.dumps({"version": INDEX_VERSION, "fingerprint": fingerprint, "layers": list(layers),
-                       "folder": folder, "preprocessing": preprocessing, "options": options},
-                      sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_key({"version": INDEX_VERSION, "fingerprint": fingerprint, "layers": list(layers), "folder": folder,
+                     "preprocessing": preprocessing, "options": options})
 
 
 # ---------------------------------------------------------------------------------------------- compute
-
-
-def prepared(model, path: str | os.PathLike):
-    """``(x, crop)``: the model input ``(1, C, S, S)`` and the RGB picture it shows (the resized centre crop),
-    from one decode of the file; raises :class:`ImageError` for an unreadable file."""
-    from ..images import load_image
-    from ..models.base import resize_and_crop, to_tensor01
-
-    img = load_image(path)
-    crop = resize_and_crop(img, model.input_size, model.resize)
-    if getattr(model, "_custom_preprocess", None) is not None:
-        x = model.preprocess(img)
-    else:
-        x = model.normalize(to_tensor01(crop, model.input_channels))
-    return x, crop
 
 
 def _sample_positions(seed: int, image: int, layer: int, h: int, w: int, n: int) -> np.ndarray:
@@ -155,109 +74,154 @@ def _sample_positions(seed: int, image: int, layer: int, h: int, w: int, n: int)
     return np.stack([rng.integers(y0, y1, n), rng.integers(x0, x1, n)], axis=1)
 
 
+@dataclass
+class IndexChunk:
+    """One chunk of images to index (a shard's payload; picklable): the folder, the images' relative paths and
+    ids (positions in the folder's sorted list), the layers and the options that shape the numbers."""
+
+    folder: str
+    images: list[str]
+    ids: list[int]
+    layers: list[str]
+    k: int
+    samples: int
+    seed: int
+    classes: int
+
+
+def _load_inputs(model, root: Path, images: Sequence[str], ids: Sequence[int]) -> tuple[list[int], list, dict]:
+    """The readable images' ids and model inputs, and ``{path: reason}`` for the unreadable ones."""
+    ok_ids, xs, skipped = [], [], {}
+    for rel, i in zip(images, ids):
+        try:
+            x, _ = model.prepare(root / rel)
+        except (ImageError, OSError) as e:
+            skipped[rel] = str(e).replace(str(root / rel), rel)
+            continue
+        ok_ids.append(int(i))
+        xs.append(x)
+    return ok_ids, xs, skipped
+
+
+def _forward(model, infos, x, classes: int):
+    """One batch: the layers' activations (detached), and with ``classes`` the top classes' indices and
+    probabilities and per layer and class the linear attribution maps ``(B, H, W)`` of each class's log-prob."""
+    import torch
+
+    with model.probe([i.name for i in infos], grad=classes > 0) as probe:
+        if classes > 0:  # the input requires grad so the graph exists even for frozen weights
+            logits = probe.run(x.requires_grad_(True), stop=False)
+        else:
+            with torch.no_grad():
+                logits = probe.run(x, stop=False)
+        acts = [probe.activations[i.name] for i in infos]
+        topc = min(classes, logits.shape[-1]) if classes > 0 else 0
+        cls = probs = None
+        attrs: list[list] = [[] for _ in infos]
+        if topc:
+            logp = logits.log_softmax(-1)
+            probs, cls = logp.detach().exp().topk(topc, dim=-1)
+            for j in range(topc):
+                score = logp.gather(1, cls[:, j:j + 1]).sum()
+                grads = torch.autograd.grad(score, acts, retain_graph=j < topc - 1)
+                for li, (a, g) in enumerate(zip(acts, grads)):
+                    attrs[li].append((a.detach() * g).sum(1))  # (B, H, W)
+        acts = [a.detach() for a in acts]
+        # the probe's gradient hooks live in the autograd graph and refer back to the probe, which holds the
+        # graph's tensors: a cycle through C++ that Python's gc cannot see. Break it, or every batch's graph
+        # stays in memory (about 1 GB per 16 images at 224 px)
+        probe.activations.clear()
+        probe.gradients.clear()
+    return acts, attrs, cls, probs, topc
+
+
+def _collect(st: dict, a, attrs_l, cls, bids, li: int, samples: int, seed: int, topc: int) -> None:
+    """Add one batch of one layer to its statistics: per image each unit's max and min with their positions, and
+    the sampled positions' vectors (with their attributions to the top classes)."""
+    import torch
+
+    B, C = a.shape[:2]
+    flat = a.reshape(B, C, -1).float()
+    W = a.shape[3] if a.dim() == 4 else 1
+    mx, amx = flat.max(dim=2)
+    mn, amn = flat.min(dim=2)
+    for name, v in (("max", mx), ("argmax", amx), ("min", mn), ("argmin", amn)):
+        st.setdefault(name, []).append(v.cpu().numpy())
+    if samples <= 0 or a.dim() != 4:
+        return
+    H = a.shape[2]
+    for b, img in enumerate(bids):
+        pos = _sample_positions(seed, img, li, H, W, samples)
+        vec = a[b, :, pos[:, 0], pos[:, 1]].T.float().cpu().numpy()  # (samples, C)
+        st.setdefault("s_vec", []).append(vec)
+        st.setdefault("s_img", []).append(np.full(samples, img, np.int64))
+        st.setdefault("s_pos", []).append(pos.astype(np.int32))
+        if topc:
+            at = torch.stack([attrs_l[j][b, pos[:, 0], pos[:, 1]] for j in range(topc)], 1)
+            st.setdefault("s_attr", []).append(at.float().cpu().numpy())
+            st.setdefault("s_cls", []).append(np.repeat(cls[b:b + 1].cpu().numpy(), samples, 0))
+
+
+def _layer_arrays(out: dict, st: dict, p: str, C: int, W: int, ok_ids: list[int], k: int, samples: int) -> None:
+    """One layer's arrays of a shard (prefix ``p``) from its statistics: top and bottom ``k`` per unit, extremes,
+    the summed maxima and the samples."""
+    if not ok_ids:
+        out[p + "val"] = np.zeros((0, C), np.float32)
+        return
+    mx, amx = np.concatenate(st["max"]), np.concatenate(st["argmax"])
+    mn, amn = np.concatenate(st["min"]), np.concatenate(st["argmin"])
+    ids_arr = np.asarray(ok_ids, np.int64)
+    for tag, val, arg, sign in (("top", mx, amx, 1.0), ("bot", mn, amn, -1.0)):
+        order = _order(sign * val, ids_arr, k)  # (k', C) rows into this chunk's images
+        cols = np.arange(C)[None, :]
+        out[p + tag + "_val"] = val[order, cols].T.astype(np.float32)
+        out[p + tag + "_img"] = ids_arr[order].T
+        out[p + tag + "_y"] = (arg[order, cols] // W).T.astype(np.int32)
+        out[p + tag + "_x"] = (arg[order, cols] % W).T.astype(np.int32)
+    out[p + "absmax"] = np.abs(np.stack([mx, mn])).max(0).max(0).astype(np.float32)
+    out[p + "min"] = mn.min(0).astype(np.float32)
+    out[p + "mean_max"] = mx.sum(0).astype(np.float64)  # summed; divided by the count at the merge
+    if samples > 0 and "s_vec" in st:
+        out[p + "s_vec"] = np.concatenate(st["s_vec"]).astype(np.float32)
+        out[p + "s_img"] = np.concatenate(st["s_img"])
+        out[p + "s_pos"] = np.concatenate(st["s_pos"])
+        if "s_attr" in st:
+            out[p + "s_attr"] = np.concatenate(st["s_attr"]).astype(np.float32)
+            out[p + "s_cls"] = np.concatenate(st["s_cls"]).astype(np.int64)
+
+
 def compute_chunk(model, root: Path, images: Sequence[str], ids: Sequence[int], layers: Sequence[str],
                   k: int, samples: int, seed: int, classes: int, batch: int = 16) -> dict[str, np.ndarray]:
     """The shard of one chunk (arrays, see :func:`_merge` for what they mean); ``ids`` are the images' indices."""
     import torch
 
     infos = [model.layer(n) for n in layers]
-    ok_ids, xs, skipped = [], [], {}
-    for rel, i in zip(images, ids):
-        try:
-            x, _ = prepared(model, root / rel)
-        except (ImageError, OSError) as e:
-            skipped[rel] = str(e).replace(str(root / rel), rel)
-            continue
-        ok_ids.append(int(i))
-        xs.append(x)
+    ok_ids, xs, skipped = _load_inputs(model, root, images, ids)
     out: dict[str, np.ndarray] = {"ids": np.asarray(ok_ids, np.int64),
                                   "skipped": np.asarray(json.dumps(skipped, sort_keys=True))}
-    stats: dict[int, dict[str, list]] = {li: {} for li in range(len(infos))}
+    stats: list[dict[str, list]] = [{} for _ in infos]
     preds_idx, preds_prob = [], []
     for start in range(0, len(xs), batch):
         x = torch.cat(xs[start:start + batch]).to(model.device)
         bids = ok_ids[start:start + batch]
-        with model.probe([i.name for i in infos], grad=classes > 0) as probe:
-            if classes > 0:  # the input requires grad so the graph exists even for frozen weights
-                logits = probe.run(x.requires_grad_(True), stop=False)
-            else:
-                with torch.no_grad():
-                    logits = probe.run(x, stop=False)
-            acts = [probe.activations[i.name] for i in infos]
-            topc = min(classes, logits.shape[-1]) if classes > 0 else 0
-            if topc:
-                logp = logits.log_softmax(-1)
-                probs, cls = logp.detach().exp().topk(topc, dim=-1)
-                attrs = [[] for _ in infos]
-                for j in range(topc):
-                    score = logp.gather(1, cls[:, j:j + 1]).sum()
-                    grads = torch.autograd.grad(score, acts, retain_graph=j < topc - 1)
-                    for li, (a, g) in enumerate(zip(acts, grads)):
-                        attrs[li].append((a.detach() * g).sum(1))  # (B, H, W)
-                preds_idx.append(cls.cpu().numpy())
-                preds_prob.append(probs.cpu().numpy())
-            acts = [a.detach() for a in acts]
-            # the probe's gradient hooks live in the autograd graph and refer back to the probe, which holds the
-            # graph's tensors: a cycle through C++ that Python's gc cannot see. Break it, or every batch's
-            # graph stays in memory (about 1 GB per 16 images at 224 px)
-            probe.activations.clear()
-            probe.gradients.clear()
-            logits = logp = None
-        for li, (info, a) in enumerate(zip(infos, acts)):
-            B, C = a.shape[:2]
-            flat = a.reshape(B, C, -1).float()
-            W = a.shape[3] if a.dim() == 4 else 1
-            mx, amx = flat.max(dim=2)
-            mn, amn = flat.min(dim=2)
-            st = stats[li]
-            st.setdefault("max", []).append(mx.cpu().numpy())
-            st.setdefault("argmax", []).append(amx.cpu().numpy())
-            st.setdefault("min", []).append(mn.cpu().numpy())
-            st.setdefault("argmin", []).append(amn.cpu().numpy())
-            if samples > 0 and a.dim() == 4:
-                H = a.shape[2]
-                for b, img in enumerate(bids):
-                    pos = _sample_positions(seed, img, li, H, W, samples)
-                    vec = a[b, :, pos[:, 0], pos[:, 1]].T.float().cpu().numpy()  # (samples, C)
-                    st.setdefault("s_vec", []).append(vec)
-                    st.setdefault("s_img", []).append(np.full(samples, img, np.int64))
-                    st.setdefault("s_pos", []).append(pos.astype(np.int32))
-                    if topc:
-                        at = torch.stack([attrs[li][j][b, pos[:, 0], pos[:, 1]] for j in range(topc)], 1)
-                        st.setdefault("s_attr", []).append(at.float().cpu().numpy())
-                        st.setdefault("s_cls", []).append(np.repeat(cls[b:b + 1].cpu().numpy(), samples, 0))
-    n = len(ok_ids)
+        acts, attrs, cls, probs, topc = _forward(model, infos, x, classes)
+        if topc:
+            preds_idx.append(cls.cpu().numpy())
+            preds_prob.append(probs.cpu().numpy())
+        for li, a in enumerate(acts):
+            _collect(stats[li], a, attrs[li], cls, bids, li, samples, seed, topc)
     if classes > 0:
         out["pred_idx"] = np.concatenate(preds_idx) if preds_idx else np.zeros((0, classes), np.int64)
         out["pred_prob"] = np.concatenate(preds_prob) if preds_prob else np.zeros((0, classes), np.float32)
     for li, info in enumerate(infos):
-        st, C = stats[li], info.channels
-        W = info.width if info.spatial else 1
-        p = f"L{li}_"
-        if n == 0:
-            out[p + "val"] = np.zeros((0, C), np.float32)
-            continue
-        mx, amx = np.concatenate(st["max"]), np.concatenate(st["argmax"])
-        mn, amn = np.concatenate(st["min"]), np.concatenate(st["argmin"])
-        ids_arr = np.asarray(ok_ids, np.int64)
-        for tag, val, arg, sign in (("top", mx, amx, 1.0), ("bot", mn, amn, -1.0)):
-            order = _order(sign * val, ids_arr, k)  # (k', C) rows into this chunk's images
-            cols = np.arange(C)[None, :]
-            out[p + tag + "_val"] = val[order, cols].T.astype(np.float32)
-            out[p + tag + "_img"] = ids_arr[order].T
-            out[p + tag + "_y"] = (arg[order, cols] // W).T.astype(np.int32)
-            out[p + tag + "_x"] = (arg[order, cols] % W).T.astype(np.int32)
-        out[p + "absmax"] = np.abs(np.stack([mx, mn])).max(0).max(0).astype(np.float32)
-        out[p + "min"] = mn.min(0).astype(np.float32)
-        out[p + "mean_max"] = mx.sum(0).astype(np.float64)  # summed; divided by the count at the merge
-        if samples > 0 and "s_vec" in st:
-            out[p + "s_vec"] = np.concatenate(st["s_vec"]).astype(np.float32)
-            out[p + "s_img"] = np.concatenate(st["s_img"])
-            out[p + "s_pos"] = np.concatenate(st["s_pos"])
-            if "s_attr" in st:
-                out[p + "s_attr"] = np.concatenate(st["s_attr"]).astype(np.float32)
-                out[p + "s_cls"] = np.concatenate(st["s_cls"]).astype(np.int64)
+        _layer_arrays(out, stats[li], f"L{li}_", info.channels, info.width if info.spatial else 1, ok_ids, k, samples)
     return out
+
+
+def index_chunk(model, chunk: IndexChunk, store=None) -> dict[str, np.ndarray]:
+    """The index's task (see :func:`blocklens.jobs.run_shards`): one chunk's shard."""
+    return compute_chunk(model, Path(chunk.folder), chunk.images, chunk.ids, chunk.layers, chunk.k, chunk.samples,
+                         chunk.seed, chunk.classes)
 
 
 def _order(score: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
@@ -271,115 +235,8 @@ def _order(score: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
     return keys[order]
 
 
-# ---------------------------------------------------------------------------------------------- shards
-
-
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """Arrays as the bytes of one ``.npz`` file (a shard)."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def npz_load(data: bytes) -> dict[str, np.ndarray]:
-    """The arrays of a shard's bytes (no pickles)."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-@dataclass
-class IndexJob:
-    """One chunk of images, as a worker gets it (picklable; the model is rebuilt from its spec)."""
-
-    index: int
-    images: list[str]
-    ids: list[int]
-    folder: str
-    layers: list[str]
-    key: str
-    k: int
-    samples: int
-    seed: int
-    classes: int
-    model: str
-    fingerprint: str
-    store: str
-    storage_options: dict = field(default_factory=dict)
-    write: bool = True
-    device: str | None = None
-    threads: int | None = None
-    loader: Callable[[], Any] | None = None
-    weights: str | None = None
-
-
 def _shard_rel(key: str, chunk: int) -> str:
-    return f"{INDEX_DIR}/{key}/shards/{chunk:06d}.npz"
-
-
-def _execute_chunk(job: IndexJob, model, store: IconStore | None) -> dict:
-    t0 = time.perf_counter()
-    arrays = compute_chunk(model, Path(job.folder), job.images, job.ids, job.layers, job.k, job.samples, job.seed,
-                           job.classes)
-    data = npz_bytes(arrays)
-    if not parent_alive():  # the run was killed: write nothing behind its back
-        os._exit(1)
-    if job.write:
-        store.files.write(_shard_rel(job.key, job.index), data)
-        data = None
-    return {"chunk": job.index, "images": len(job.images), "data": data, "seconds": time.perf_counter() - t0,
-            "pid": os.getpid()}
-
-
-def run_chunk(job: IndexJob) -> dict:
-    """Worker entry point (local process or Ray task): compute one chunk and put its shard into the store."""
-    use_threads(job.threads)
-    model = worker_model(job)
-    store = IconStore(job.store, storage_options=job.storage_options) if job.write else None
-    return _execute_chunk(job, model, store)
-
-
-# ---------------------------------------------------------------------------------------------- receptive field
-
-
-def receptive_field(model, layer: str, trials: int = 2, mass: float = 0.8) -> dict:
-    """The input footprint of one position of ``layer``: the gradient of its centre position's summed
-    activation on random inputs. Returns ``size`` (the side in input pixels of the smallest square around the
-    position's centre that holds ``mass`` of the gradient's absolute mass: the effective receptive field),
-    ``extent`` (the side of the square holding every nonzero gradient: the theoretical one, clipped to the
-    input) and ``stride`` ``[sy, sx]`` (input pixels per grid step)."""
-    import torch
-
-    info = model.layer(layer)
-    S = model.input_size
-    if not info.spatial:
-        return {"size": S, "extent": S, "stride": [S, S], "grid": [1, 1]}
-    H, W = info.height, info.width
-    cy, cx = H // 2, W // 2
-    sy, sx = S / H, S / W
-    total = torch.zeros(S, S)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(trials):
-        x = (torch.randn(1, model.input_channels, S, S, generator=gen) * 0.5).to(model.device).requires_grad_(True)
-        with model.probe([info.name], grad=True) as probe:
-            probe.run(x, stop=True)
-            a = probe.activations[info.name]
-            (g,) = torch.autograd.grad(a[0, :, cy, cx].abs().sum(), x)
-        total += g.detach().abs().sum(1)[0].cpu()
-    ccy, ccx = (cy + 0.5) * sy, (cx + 0.5) * sx
-    ys = torch.arange(S).float()[:, None] + 0.5
-    xs = torch.arange(S).float()[None, :] + 0.5
-    dist = torch.maximum((ys - ccy).abs(), (xs - ccx).abs())  # Chebyshev distance to the centre
-    t = total.flatten()
-    d = dist.flatten()
-    if float(t.sum()) <= 0:
-        return {"size": S, "extent": S, "stride": [sy, sx], "grid": [H, W]}
-    order = torch.argsort(d)
-    cum = torch.cumsum(t[order], 0) / t.sum()
-    r = float(d[order][int(torch.searchsorted(cum, torch.tensor(mass)))])
-    r_all = float(d[t > 0].max())
-    size = int(min(S, max(2 * math.ceil(r), math.ceil(max(sy, sx)))))
-    return {"size": size, "extent": int(min(S, 2 * math.ceil(r_all))), "stride": [sy, sx], "grid": [H, W],
-            "mass": mass}
+    return shard_path(f"{INDEX_DIR}/{key}/shards", chunk)
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -554,7 +411,7 @@ def load_index(source: str | os.PathLike | ActivationIndex, model=None, layers: 
         return source
     st = _open_store(store, storage_options)
     text = str(source)
-    if len(text) == 16 and all(c in "0123456789abcdef" for c in text) and not Path(text).exists():
+    if is_key(text):
         m = st.files.read_json(f"{INDEX_DIR}/{text}/manifest.json")
         if m is None:
             raise BlocklensError(f"no finished index {text} in {st.url} (blocklens index FOLDER builds one)")
@@ -569,7 +426,7 @@ def load_index(source: str | os.PathLike | ActivationIndex, model=None, layers: 
         model = load_model(model) if isinstance(model, str) else model
         fp = model.fingerprint
     if layers is not None and model is not None:
-        key = index_key(fp, [model.layer(n).name for n in layers], fkey, _preprocessing(model), _options(**options))
+        key = index_key(fp, [model.layer(n).name for n in layers], fkey, model.preprocessing, _options(**options))
         m = st.files.read_json(f"{INDEX_DIR}/{key}/manifest.json")
         if m is not None:
             return ActivationIndex(st, key, m)
@@ -598,13 +455,56 @@ def _options(k: int = 16, samples: int = 1, seed: int = 0, classes: int = 5, chu
     return {"k": int(k), "samples": int(samples), "seed": int(seed), "classes": int(classes), "chunk": int(chunk)}
 
 
+@dataclass
+class _Plan:
+    """What an index run is over: the folder, its images and digests, the layers, the options and the key."""
+
+    root: Path
+    images: list[str]
+    ignored: int
+    fkey: str
+    digests: list[str]
+    names: list[str]
+    infos: list
+    opts: dict
+    key: str
+
+    def shards(self) -> list[Shard]:
+        c = self.opts["chunk"]
+        spans = [list(range(s, min(s + c, len(self.images)))) for s in range(0, len(self.images), c)]
+        return [Shard(n, len(ids), IndexChunk(str(self.root), [self.images[i] for i in ids], ids, self.names,
+                                              self.opts["k"], self.opts["samples"], self.opts["seed"],
+                                              self.opts["classes"]), _shard_rel(self.key, n))
+                for n, ids in enumerate(spans)]
+
+
+def _plan(folder, model, layers, opts: dict) -> _Plan:
+    for name, low in (("k", 1), ("samples", 0), ("classes", 0), ("chunk", 1)):
+        if opts[name] < low:
+            raise BlocklensError(f"{name} must be at least {low}, got {opts[name]}")
+    root = Path(folder).expanduser().resolve()
+    images, ignored = folder_images(root)
+    if not images:
+        raise BlocklensError(f"no image files in {root} (looked for {', '.join(IMAGE_EXTENSIONS)}, subfolders "
+                             f"included; {ignored} other file(s) ignored)")
+    layers = default_layers(model) if layers is None else list(layers)
+    if not layers:
+        raise BlocklensError("no layer to index")
+    infos = [model.layer(n) for n in layers]
+    names = [i.name for i in infos]
+    fkey, digests = folder_digests(root, images)
+    key = index_key(model.fingerprint, names, fkey, model.preprocessing, opts)
+    return _Plan(root, images, ignored, fkey, digests, names, infos, opts, key)
+
+
 def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", layers: Sequence[str] | None = None,
                 *, store: IconStore | str | os.PathLike | None = None, storage_options: dict | None = None,
                 k: int = 16, samples: int = 1, seed: int = 0, classes: int = 5, chunk: int = 32,
                 workers: int = 0, threads: int | None = None, device: str | None = None, ray: str | None = None,
-                ray_init: dict | None = None, gpus_per_task: float = 0, progress: bool | None = None, loader: Callable[[], Any] | None = None,
-                weights: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
-                stop_after: int | None = None) -> ActivationIndex:
+                ray_init: dict | None = None, gpus_per_task: float = 0, progress: bool | None = None,
+                loader: Callable[[], Any] | None = None, weights: str | os.PathLike | None = None,
+                log: Callable[[str], None] | None = None, stop_after: int | None = None,
+                on_progress: Callable[[Progress], None] | None = None) -> ActivationIndex:
     """Index ``folder`` (see the module docstring) and return the finished :class:`ActivationIndex`.
 
     ``model``: a spec or a :class:`~blocklens.Model` (workers rebuild it from its spec, as for
@@ -613,120 +513,69 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
     ``classes``: top predicted classes whose attribution each sample records (0: none; each costs one
     backward pass); ``chunk``: images per shard. ``workers``: local processes (0: this process); ``ray``: as
     for precompute (``"auto"``, an address or ``"local"``; ``gpus_per_task`` GPUs reserved per chunk, 1 by default
-    with ``device="cuda"``). ``stop_after``: stop after that many chunks
-    (testing; returns None). A finished index is returned at once; a partial one resumes.
+    with ``device="cuda"``). ``on_progress(Progress)``: images done of all, after each chunk (chunks already in
+    the store counted first). ``stop_after``: stop after that many chunks (testing; returns None). A finished
+    index is returned at once; a partial one resumes.
     """
     say = log or (lambda msg: None)
-    for name, v, low in (("k", k, 1), ("samples", samples, 0), ("classes", classes, 0), ("chunk", chunk, 1),
-                         ("workers", workers, 0)):
-        if v < low:
-            raise BlocklensError(f"{name} must be at least {low}, got {v}")
-    root = Path(folder).expanduser().resolve()
-    images, ignored = folder_images(root)
-    if not images:
-        raise BlocklensError(f"no image files in {root} (looked for {', '.join(IMAGE_EXTENSIONS)}, subfolders "
-                             f"included; {ignored} other file(s) ignored)")
-    remote = ray is not None or workers > 0
-    if ray is not None and device == "cuda" and not gpus_per_task:
-        gpus_per_task = 1  # Ray shows a task only the GPUs it reserved
-    model, spec, weights = driver_model(model, loader=loader, weights=weights, device=device, remote=remote)
-    layers = default_layers(model) if layers is None else list(layers)
-    if not layers:
-        raise BlocklensError("no layer to index")
-    infos = [model.layer(n) for n in layers]
-    names = [i.name for i in infos]
+    backend = Backend(workers=workers, threads=threads, device=device, ray=ray, gpus_per_task=gpus_per_task,
+                      ray_init=ray_init)
+    model, spec, weights = driver_model(model, loader=loader, weights=weights, device=device, remote=backend.remote)
+    plan = _plan(folder, model, layers, _options(k, samples, seed, classes, chunk))
     store = _open_store(store, storage_options)
-    fkey, digests = folder_digests(root, images)
-    opts = _options(k, samples, seed, classes, chunk)
-    key = index_key(model.fingerprint, names, fkey, _preprocessing(model), opts)
-    manifest_rel = f"{INDEX_DIR}/{key}/manifest.json"
-    done = store.files.read_json(manifest_rel)
+    done = store.files.read_json(f"{INDEX_DIR}/{plan.key}/manifest.json")
     if done is not None:
-        say(f"index {key} of {root} is complete in {store.url}")
-        return ActivationIndex(store, key, done)
-
-    chunks = [list(range(s, min(s + chunk, len(images)))) for s in range(0, len(images), chunk)]
-    have = {rel.rsplit("/", 1)[1] for rel, _, _ in store.files.walk(f"{INDEX_DIR}/{key}/shards")}
-    todo = [c for c in range(len(chunks)) if f"{c:06d}.npz" not in have]
-    write_in_workers = store.shared or not remote
-    threads = default_threads(threads, workers, ray)
-    jobs = [IndexJob(c, [images[i] for i in chunks[c]], chunks[c], str(root), names, key, k, samples, seed, classes,
-                     spec or model.name, model.fingerprint, store.url, dict(store.storage_options),
-                     write=write_in_workers, device=None if device in (None, "auto") or ray is None else device,
-                     threads=threads, loader=loader, weights=weights) for c in todo]
-    if stop_after is not None:
-        jobs = jobs[:stop_after]
-    how = f"Ray tasks ({ray})" if ray is not None else (f"{workers} worker processes" if workers else "this process")
-    say(f"index {key}: {len(images)} images in {root} ({ignored} other files ignored), layers {', '.join(names)} of "
-        f"{model.name}; {len(chunks) - len(todo)} of {len(chunks)} chunks already in {store.url}; "
-        f"{sum(len(j.images) for j in jobs)} images to do on {how}")
-    show = sys.stderr.isatty() if progress is None else progress
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=sum(len(j.images) for j in jobs), desc=f"index {model.name}", unit="img",
-               disable=not show or not jobs, smoothing=0.1, dynamic_ncols=True)
-    errors: list[str] = []
-
-    def on_result(job: IndexJob, res: dict) -> None:
-        if res.get("data") is not None:
-            store.files.write(_shard_rel(key, job.index), res["data"])
-        bar.update(len(job.images))
-
-    def on_error(job: IndexJob, e: BaseException) -> None:
-        errors.append(f"chunk {job.index} ({job.images[0]}..): {describe_error(e)}")
-        say(errors[-1])
-        bar.update(len(job.images))
-
-    try:
-        run_jobs(jobs, ray=ray, workers=workers, threads=threads, device=device, gpus_per_task=gpus_per_task,
-                 ray_init=ray_init, on_result=on_result, on_error=on_error, fn=run_chunk,
-                 execute=lambda job: _execute_chunk(job, model, store))
-    finally:
-        bar.close()
-    if errors:
-        raise BlocklensError(f"{len(errors)} chunk(s) of the index failed (run again to retry them): " + "; ".join(errors))
-    if stop_after is not None and len(todo) > stop_after:
+        say(f"index {plan.key} of {plan.root} is complete in {store.url}")
+        return ActivationIndex(store, plan.key, done)
+    shards = plan.shards()
+    present = finished(store, shards)
+    todo = sum(s.size for s in shards if s.index not in present)
+    say(f"index {plan.key}: {len(plan.images)} images in {plan.root} ({plan.ignored} other files ignored), layers "
+        f"{', '.join(plan.names)} of {model.name}; {len(present)} of {len(shards)} chunks already in {store.url}; "
+        f"{todo} images to do on {backend.describe()}")
+    report = run_shards(shards, index_chunk, worker=backend.worker_ref(model, spec, weights, loader), backend=backend,
+                        store=store, model=model, phase="index", desc=f"index {model.name}", unit="img",
+                        progress=progress, on_progress=on_progress, log=say, stop_after=stop_after,
+                        label=lambda s: f"chunk {s.index} ({s.payload.images[0]}..)", present=present)
+    report.raise_if_failed("chunk")
+    if report.present + report.done < len(shards):
         return None
-    return _finish(store, key, model, root, images, digests, ignored, fkey, names, infos, opts, len(chunks), say)
+    return _finish(store, model, plan, read_shards(store, shards, f"index {plan.key}: the shard of chunk"), say)
 
 
-def _finish(store, key, model, root, images, digests, ignored, fkey, names, infos, opts, n_chunks,
-            say) -> ActivationIndex:
-    shards = []
-    for c in range(n_chunks):
-        data = store.files.read(_shard_rel(key, c))
-        if data is None:
-            raise BlocklensError(f"index {key}: the shard of chunk {c} is not in {store.url} although its worker finished: "
-                                 "with Ray on several machines the store must be one they all reach (an object store "
-                                 "URL, or a network folder mounted at the same path); else run again")
-        shards.append(npz_load(data))
+def _finish(store, model, plan: _Plan, shards: list[dict], say) -> ActivationIndex:
+    """Merge the shards into one file per layer and the predictions, then write the manifest (the commit point)."""
     skipped: dict[str, str] = {}
     for s in shards:
         skipped.update(json.loads(str(s["skipped"])))
-    merged = _merge(shards, names, infos, opts["k"])
+    merged = _merge(shards, plan.names, plan.infos, plan.opts["k"])
     layer_info = {}
-    for name, info in zip(names, infos):
+    for name, info in zip(plan.names, plan.infos):
         arrays = merged[name]
-        rf = receptive_field(model, name)
         layer_info[name] = {"shape": list(info.shape), "layout": info.layout, "spatial": info.spatial,
                             "signed": bool("min" in arrays and float(arrays["min"].min()) < 0),
-                            "receptive_field": rf, "samples": int(len(arrays.get("s_vec", ())))}
-        store.files.write(f"{INDEX_DIR}/{key}/{layer_slug(name)}.npz", npz_bytes(arrays))
-    if opts["classes"] > 0:
-        n, t = len(images), opts["classes"]
-        pidx = np.full((n, t), -1, np.int64)
-        pprob = np.zeros((n, t), np.float32)
-        for s in shards:
-            if len(s["ids"]) and "pred_idx" in s:
-                pidx[s["ids"], :s["pred_idx"].shape[1]] = s["pred_idx"]
-                pprob[s["ids"], :s["pred_prob"].shape[1]] = s["pred_prob"]
-        store.files.write(f"{INDEX_DIR}/{key}/predictions.npz", npz_bytes({"pred_idx": pidx, "pred_prob": pprob}))
-    manifest = {"version": INDEX_VERSION, "key": key, "model": model.name, "fingerprint": model.fingerprint,
-                "folder": str(root), "folder_key": fkey, "images": images, "sha256": digests, "skipped": skipped, "ignored": ignored,
-                "layers": names, "layer_info": layer_info, "options": opts, "preprocessing": _preprocessing(model),
-                "input_size": model.input_size,
+                            "receptive_field": model.receptive_field(name),
+                            "samples": int(len(arrays.get("s_vec", ())))}
+        store.files.write(f"{INDEX_DIR}/{plan.key}/{layer_slug(name)}.npz", npz_bytes(arrays))
+    if plan.opts["classes"] > 0:
+        store.files.write(f"{INDEX_DIR}/{plan.key}/predictions.npz", npz_bytes(_predictions(shards, plan)))
+    manifest = {"version": INDEX_VERSION, "key": plan.key, "model": model.name, "fingerprint": model.fingerprint,
+                "folder": str(plan.root), "folder_key": plan.fkey, "images": plan.images, "sha256": plan.digests,
+                "skipped": skipped, "ignored": plan.ignored, "layers": plan.names, "layer_info": layer_info,
+                "options": plan.opts, "preprocessing": model.preprocessing, "input_size": model.input_size,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    store.files.write(f"{INDEX_DIR}/{key}/manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
-    say(f"index {key}: {len(images) - len(skipped)} images indexed, {len(skipped)} skipped"
+    store.files.write(f"{INDEX_DIR}/{plan.key}/manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
+    say(f"index {plan.key}: {len(plan.images) - len(skipped)} images indexed, {len(skipped)} skipped"
         + "".join(f"\n  skipped {p}: {r}" for p, r in sorted(skipped.items())))
-    return ActivationIndex(store, key, manifest)
+    return ActivationIndex(store, plan.key, manifest)
+
+
+def _predictions(shards: list[dict], plan: _Plan) -> dict[str, np.ndarray]:
+    n, t = len(plan.images), plan.opts["classes"]
+    pidx = np.full((n, t), -1, np.int64)
+    pprob = np.zeros((n, t), np.float32)
+    for s in shards:
+        if len(s["ids"]) and "pred_idx" in s:
+            pidx[s["ids"], :s["pred_idx"].shape[1]] = s["pred_idx"]
+            pprob[s["ids"], :s["pred_prob"].shape[1]] = s["pred_prob"]
+    return {"pred_idx": pidx, "pred_prob": pprob}

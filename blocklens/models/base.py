@@ -106,6 +106,7 @@ class Model:
         self._labels = labels
         self._layers: LayerTable | None = None
         self._fingerprint: str | None = None
+        self._receptive: dict[str, dict] = {}
         self.spec: str | None = None  # the spec and weights file it was loaded from (load_model sets them), so
         self.weights: str | None = None  # that worker processes can rebuild it
 
@@ -148,6 +149,17 @@ class Model:
     def _example(self, height: int | None = None, width: int | None = None) -> torch.Tensor:
         return torch.zeros(1, self.input_channels, height or self.input_size, width or self.input_size,
                            device=self.device)
+
+    def prepare(self, image: ImageLike) -> tuple[torch.Tensor, Image.Image]:
+        """``(x, crop)`` from one decode of ``image``: the model input ``(1, C, S, S)`` (on the CPU, as
+        :meth:`preprocess` gives it) and the RGB picture it shows (the resized centre crop). Raises
+        :class:`~blocklens.errors.ImageError` for an unreadable file."""
+        img = load_image(image)
+        crop = resize_and_crop(img, self.input_size, self.resize)
+        if self._custom_preprocess is not None:
+            x = self._custom_preprocess(img)
+            return (x if x.dim() == 4 else x.unsqueeze(0)), crop
+        return self.normalize(to_tensor01(crop, self.input_channels)), crop
 
     def crop(self, image: ImageLike) -> Image.Image:
         """The RGB picture the model sees (after resize and crop), for display under overlays."""
@@ -222,6 +234,30 @@ class Model:
         top = max(1, min(int(top), probs.numel()))
         values, idx = probs.topk(top)
         return [Prediction(int(i), self.labels[int(i)], float(v)) for v, i in zip(values, idx)]
+
+    @property
+    def preprocessing(self) -> dict:
+        """What turns a picture into this model's input, as data (what index keys are made of): ``kind``
+        ``"resize_and_crop"`` with ``size``, ``resize``, ``channels``, or ``"custom"`` with the function's name."""
+        fn = self._custom_preprocess
+        if fn is not None:
+            return {"kind": "custom", "fn": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}",
+                    "size": self.input_size}
+        return {"kind": "resize_and_crop", "size": self.input_size, "resize": self.resize,
+                "channels": self.input_channels}
+
+    def receptive_field(self, layer: str | LayerInfo, known: dict | None = None) -> dict:
+        """The input footprint of one position of ``layer`` (see :func:`~blocklens.models.receptive.receptive_field`:
+        ``size``, ``extent``, ``stride``, ``grid``), measured once per layer and kept; ``known``: a measurement
+        made before (an index's manifest keeps one per layer), kept instead of measuring."""
+        from .receptive import receptive_field
+
+        name = self.layer(layer).name
+        if known is not None:
+            self._receptive.setdefault(name, dict(known))
+        if name not in self._receptive:
+            self._receptive[name] = receptive_field(self, name)
+        return dict(self._receptive[name])
 
     # -- identity -----------------------------------------------------------------------------------------------
     @property
