@@ -324,6 +324,19 @@ def _recipe_on(device: str | None, overrides: dict) -> dict:
     return icon_recipe(on, **overrides)
 
 
+def _planned(model, store: IconStore, planned: list[PlannedUnit], shard, verify: bool):
+    """``(planned, present keys, to render, corrupt keys)``: the plan (its ``shard`` only) against the store."""
+    if not planned:
+        raise BlocklensError("nothing to precompute: no layer or class was selected")
+    if shard is not None:
+        part, parts = parse_shard(shard)
+        planned = [u for u in planned if int(u.key[:12], 16) % parts == part]
+    listed = set(store.keys())
+    corrupt = _verify(store, planned, listed) if verify else []
+    present = {u.key for u in planned if u.key in listed}
+    return planned, present, [u for u in planned if u.key not in present], corrupt
+
+
 def _verify(store: IconStore, planned: list[PlannedUnit], listed: set[str]) -> list[str]:
     """Keys of planned entries that the listing has but that do not read back (moved aside by the store)."""
     corrupt = []
@@ -455,16 +468,7 @@ def precompute(model: Any = "efficientnet_lite0", layers: Sequence[str] | None =
     model_name = model if isinstance(model, str) else model.name
     model, spec, weights = driver_model(model, loader=loader, weights=weights, device=device, remote=backend.remote)
     store = store if isinstance(store, IconStore) else IconStore(store, storage_options=storage_options)
-    planned = plan(model, layers, units, logits, recipe)
-    if not planned:
-        raise BlocklensError("nothing to precompute: no layer or class was selected")
-    if shard is not None:
-        part, parts = parse_shard(shard)
-        planned = [u for u in planned if int(u.key[:12], 16) % parts == part]
-    listed = set(store.keys())
-    corrupt = _verify(store, planned, listed) if verify else []
-    present = {u.key for u in planned if u.key in listed}
-    todo = [u for u in planned if u.key not in present]
+    planned, present, todo, corrupt = _planned(model, store, plan(model, layers, units, logits, recipe), shard, verify)
     run = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
     write = store.shared or not backend.remote
     shards = [Shard(i, len(b), RenderBatch(b, recipe, run, recheck=write)) for i, b in enumerate(_batches(todo, batch))]

@@ -87,10 +87,15 @@ class ShardTask:
 
 def execute_task(task: ShardTask, model, store: IconStore | None) -> dict:
     """Run one task with ``model`` and ``store`` (None: the worker does not write): the shard's arrays written to
-    its ``path`` (or returned as ``data``), or the task's own result as ``result``."""
+    its ``path`` (or returned as ``data``), or the task's own result as ``result``. A shard whose file is already
+    there (a task retried after its node died, or another run's) is kept as it is (``kept``), never written twice."""
     t0 = time.perf_counter()
+    res = {"shard": task.shard.index, "pid": os.getpid(), "host": socket.gethostname(), "data": None, "result": None,
+           "kept": False}
+    if store is not None and task.shard.path is not None and store.files.isfile(task.shard.path):
+        res.update(kept=True, seconds=time.perf_counter() - t0)  # a retried task whose first try had written it
+        return res
     out = task.fn(model, task.shard.payload, store)
-    res = {"shard": task.shard.index, "pid": os.getpid(), "host": socket.gethostname(), "data": None, "result": None}
     if task.shard.path is None:
         res["result"] = out
     else:
@@ -176,7 +181,7 @@ class _Round:
             self.report.first_result_seconds = time.perf_counter() - self.t0
         shard = task.shard
         try:
-            if res.get("data") is not None:
+            if res.get("data") is not None and not self.store.files.isfile(shard.path):
                 self.store.files.write(shard.path, res["data"])
             elif shard.path is not None and not self.store.files.isfile(shard.path):
                 raise BlocklensError(
