@@ -270,6 +270,25 @@ def folder_labels(model, images: Sequence[str]) -> tuple[np.ndarray | None, str]
     return np.asarray([mapping[t] for t in tops], np.int64), "folders"
 
 
+def check_run(model, info, root, images: Sequence[str], c_idx: int, v_idx: int | None,
+              k: int | None) -> tuple[np.ndarray | None, str]:
+    """What a run checks before any work, its classes (``c_idx``, ``v_idx``) and layer (``info``) known: the
+    second class is another one, ``k`` is possible at the layer, and a folder whose subfolders name classes has
+    images of both. Returns :func:`folder_labels` of ``images`` (the app checks a request with it too)."""
+    if v_idx == c_idx:
+        raise BlocklensError(f"the second class (--vs) names the same class as the first ({model.labels[c_idx]!r}); "
+                             "give another class")
+    if k is not None and not 1 <= int(k) <= info.channels:
+        raise BlocklensError(f"k={k} is not possible at {info.name!r}: between 1 and its {info.channels} channels")
+    labels, labels_from = folder_labels(model, images)
+    for i, which in ((c_idx, ""), (v_idx, " (--vs)")):
+        if labels is not None and i is not None and not (labels == i).any():
+            found = sorted({model.labels[int(j)] for j in labels})
+            raise BlocklensError(f"no images of class {model.labels[i]!r}{which} in {root}: its class subfolders "
+                                 f"are {', '.join(found[:8])}{'...' if len(found) > 8 else ''}")
+    return labels, labels_from
+
+
 # ---------------------------------------------------------------------------------------------- chunks
 
 
@@ -557,21 +576,11 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
     info = spatial_layer(model, layer or default_layers(model)[-1], "class concepts")
     c_idx = model.class_index(cls)
     v_idx = model.class_index(vs) if vs is not None else None
-    if v_idx == c_idx:
-        raise BlocklensError(f"--vs names the same class as --class ({model.labels[c_idx]!r}); give another class")
-    if k is not None and not 1 <= int(k) <= info.channels:
-        raise BlocklensError(f"k={k} is not possible at {info.name!r}: between 1 and its {info.channels} channels")
     store = store if isinstance(store, IconStore) else IconStore(store, storage_options=storage_options)
     root, images, index = _source(model, folder_or_index, store)
-    labels, labels_from = folder_labels(model, images)
+    labels, labels_from = check_run(model, info, root, images, c_idx, v_idx, k)
     if labels is not None:
         mine = np.nonzero(labels == c_idx)[0]
-        if not len(mine):
-            found = sorted({model.labels[int(i)] for i in labels})
-            raise BlocklensError(f"no images of class {model.labels[c_idx]!r} in {root}: its class subfolders are "
-                                 f"{', '.join(found[:8])}{'...' if len(found) > 8 else ''}")
-        if v_idx is not None and not (labels == v_idx).any():
-            raise BlocklensError(f"no images of class {model.labels[v_idx]!r} (--vs) in {root}")
         rest = np.nonzero((labels == v_idx) if v_idx is not None else (labels != c_idx))[0]
         rest = rest[np.linspace(0, len(rest) - 1, min(len(rest), max_others)).round().astype(int)] if len(rest) else rest
         scan_ids = np.sort(np.concatenate([mine, rest]))
