@@ -43,10 +43,10 @@ from __future__ import annotations
 from ..folders import folder_labels
 from .chunks import MeasureChunk, ScanChunk, measure_chunk, scan_chunk
 from .factor import choose_k, factorize
-from .phases import check_request
+from .phases import check_request, check_run
 from .results import ClassConcepts, Concept, ConceptExample
 from .rules import CONCEPTS_VERSION
 from .run import class_concepts
 
-__all__ = ["ClassConcepts", "Concept", "ConceptExample", "class_concepts", "folder_labels", "check_request",
+__all__ = ["ClassConcepts", "Concept", "ConceptExample", "class_concepts", "folder_labels", "check_request", "check_run",
            "choose_k", "factorize", "scan_chunk", "measure_chunk", "ScanChunk", "MeasureChunk", "CONCEPTS_VERSION"]

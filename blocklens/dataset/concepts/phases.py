@@ -21,26 +21,42 @@ from ...jobs import Backend, Progress, Shard, WorkerRef, read_shards, run_shards
 from ...recipes import default_layers
 from ...store import IconStore
 from ..examples import patch_box
-from ..folders import folder_key, json_key
+from ..folders import folder_key, folder_labels, json_key
 from .chunks import MeasureChunk, ScanChunk, measure_chunk, scan_chunk
 from .factor import Factors
 from .results import Concept, ConceptExample
 from .rules import (BORDER, CONCEPTS_DIR, CONCEPTS_VERSION, IMPORTANT, IMPORTANT_MIN, LOCATED_MIN, OTHER, SPREAD)
 
-__all__ = ["Engine", "Scan", "Measured", "check_request", "select_images", "scan", "measure", "audit", "vocabulary"]
+__all__ = ["Engine", "Scan", "Measured", "check_request", "check_run", "select_images", "scan", "measure", "audit", "vocabulary"]
 
 
-def check_request(model, layer: str | None, cls, vs=None, k: int | None = None) -> tuple[Any, int, int | None]:
+def check_request(model, layer: str | None, cls, vs=None) -> tuple[Any, int, int | None]:
     """``(layer info, class index, vs index)`` for a request, or one error saying what would be valid: a layer
-    with positions, known classes, two different classes, a ``k`` the layer allows."""
+    with positions and known classes (:func:`check_run` checks the rest once the folder is known)."""
     info = spatial_layer(model, layer or default_layers(model)[-1], "class concepts")
     c_idx = model.class_index(cls)
     v_idx = model.class_index(vs) if vs is not None else None
+    return info, c_idx, v_idx
+
+
+def check_run(model, info, root, images: Sequence[str], c_idx: int, v_idx: int | None,
+              k: int | None) -> tuple[np.ndarray | None, str]:
+    """What a run checks before any work, its classes (``c_idx``, ``v_idx``) and layer (``info``) known: the
+    second class is another one, ``k`` is possible at the layer, and a folder whose subfolders name classes has
+    images of both. Returns :func:`~blocklens.dataset.folders.folder_labels` of ``images`` (the app checks a
+    request with it too, so that it answers at once and starts nothing)."""
     if v_idx == c_idx:
-        raise BlocklensError(f"--vs names the same class as --class ({model.labels[c_idx]!r}); give another class")
+        raise BlocklensError(f"the second class (--vs) names the same class as the first ({model.labels[c_idx]!r}); "
+                             "give another class")
     if k is not None and not 1 <= int(k) <= info.channels:
         raise BlocklensError(f"k={k} is not possible at {info.name!r}: between 1 and its {info.channels} channels")
-    return info, c_idx, v_idx
+    labels, labels_from = folder_labels(model, images)
+    for i, which in ((c_idx, ""), (v_idx, " (--vs)")):
+        if labels is not None and i is not None and not (labels == i).any():
+            found = sorted({model.labels[int(j)] for j in labels})
+            raise BlocklensError(f"no images of class {model.labels[i]!r}{which} in {root}: its class subfolders "
+                                 f"are {', '.join(found[:8])}{'...' if len(found) > 8 else ''}")
+    return labels, labels_from
 
 
 def select_images(model, root: Path, images: Sequence[str], labels: np.ndarray | None, c_idx: int,
@@ -48,14 +64,8 @@ def select_images(model, root: Path, images: Sequence[str], labels: np.ndarray |
     """The positions in ``images`` to scan: with folder labels the class's images and up to ``max_others`` of the
     others (or of ``vs``), evenly spread; without, every image. Raises before any work when they are more than
     ``max_images``."""
-    if labels is not None:
+    if labels is not None:  # both classes have images there (check_run)
         mine = np.nonzero(labels == c_idx)[0]
-        if not len(mine):
-            found = sorted({model.labels[int(i)] for i in labels})
-            raise BlocklensError(f"no images of class {model.labels[c_idx]!r} in {root}: its class subfolders are "
-                                 f"{', '.join(found[:8])}{'...' if len(found) > 8 else ''}")
-        if v_idx is not None and not (labels == v_idx).any():
-            raise BlocklensError(f"no images of class {model.labels[v_idx]!r} (--vs) in {root}")
         rest = np.nonzero((labels == v_idx) if v_idx is not None else (labels != c_idx))[0]
         rest = rest[np.linspace(0, len(rest) - 1, min(len(rest), max_others)).round().astype(int)] if len(rest) else rest
         scan_ids = np.sort(np.concatenate([mine, rest]))

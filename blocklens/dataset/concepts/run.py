@@ -19,10 +19,10 @@ from ...iconcache import icons as get_icons
 from ...jobs import Backend, Progress, driver_model
 from ...optvis.targets import direction_target
 from ...store import IconStore
-from ..folders import folder_images, folder_labels, is_key
+from ..folders import folder_images, is_key
 from ..index import ActivationIndex, load_index
 from .factor import factorize
-from .phases import Engine, Measured, Scan, audit, check_request, measure, scan, select_images, vocabulary
+from .phases import Engine, Measured, Scan, audit, check_request, check_run, measure, scan, select_images, vocabulary
 from .results import ClassConcepts, Concept
 
 __all__ = ["class_concepts"]
@@ -108,10 +108,10 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
     backend = Backend(workers=workers, threads=threads, device=device, ray=ray, gpus_per_task=gpus_per_task,
                       ray_init=ray_init)
     model, spec, weights = driver_model(model, loader=loader, weights=weights, device=device, remote=backend.remote)
-    info, c_idx, v_idx = check_request(model, layer, cls, vs, k)
+    info, c_idx, v_idx = check_request(model, layer, cls, vs)
     store = store if isinstance(store, IconStore) else IconStore(store, storage_options=storage_options)
     root, images, index = _source(folder_or_index, store)
-    labels, labels_from = folder_labels(model, images)
+    labels, labels_from = check_run(model, info, root, images, c_idx, v_idx, k)
     scan_ids = select_images(model, root, images, labels, c_idx, v_idx, max_images, max_others, k)
     scan_images = [images[i] for i in scan_ids]
     scan_labels = [int(labels[i]) if labels is not None else -1 for i in scan_ids]

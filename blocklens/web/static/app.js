@@ -209,7 +209,7 @@ async function conceptsFollow(got, seq) {
   if (seq !== cc.seq) return;
   if (st.state === "error") { ccError(st.error); ccStatus("", null); $("cc-go").disabled = false; return; }
   if (st.state === "done") { await conceptsShow(got.id, seq, `ready in ${st.elapsed_s.toFixed(0)} s`); return; }
-  const part = st.total ? ` ${st.done}/${st.total}${st.stage === "scan" || st.stage === "measure" ? " chunks" : ""}` : "";
+  const part = st.total ? ` ${st.done}/${st.total}${st.stage === "scan" || st.stage === "measure" ? " images" : ""}` : "";
   const eta = st.eta_s ? ` · about ${Math.ceil(st.eta_s)} s left` : "";
   ccStatus(`concepts of ${st.label}: ${st.stage}${part}${eta}`, st.fraction);
   cc.poll = setTimeout(() => conceptsFollow(got, seq), 700);
