@@ -10,6 +10,9 @@ import blocklens as bl
 # The reference pack (blocklens/data/pack) is read beneath every store; the suite renders what it checks, so it is
 # off here, and tests/test_pack.py switches it on where it is the subject (and checks explain with it).
 os.environ["BLOCKLENS_PACK"] = "0"
+# Ray clusters started by the tests listen on the loopback address only (Ray's own switch for a local-only node;
+# without it Ray binds the machine's network address).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture()
