@@ -39,11 +39,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import BlocklensError, ImageError
+from ..errors import BlocklensError
 from ..jobs import Backend, Progress, Shard, driver_model, finished, npz_bytes, npz_load, read_shards, run_shards, shard_path
 from ..models.receptive import receptive_field  # noqa: F401 (kept importable here)
 from ..recipes import default_layers
 from ..store import IconStore, layer_slug
+from .pipeline import input_batches
 from .folders import IMAGE_EXTENSIONS, folder_digests, folder_images, folder_key, is_key, json_key
 
 __all__ = ["ActivationIndex", "LayerIndex", "build_index", "load_index", "index_for", "list_indexes", "index_key", "folder_key",
@@ -87,20 +88,7 @@ class IndexChunk:
     samples: int
     seed: int
     classes: int
-
-
-def _load_inputs(model, root: Path, images: Sequence[str], ids: Sequence[int]) -> tuple[list[int], list, dict]:
-    """The readable images' ids and model inputs, and ``{path: reason}`` for the unreadable ones."""
-    ok_ids, xs, skipped = [], [], {}
-    for rel, i in zip(images, ids):
-        try:
-            x, _ = model.prepare(root / rel)
-        except (ImageError, OSError) as e:
-            skipped[rel] = str(e).replace(str(root / rel), rel)
-            continue
-        ok_ids.append(int(i))
-        xs.append(x)
-    return ok_ids, xs, skipped
+    loader_workers: int | None = None
 
 
 def _forward(model, infos, x, classes: int):
@@ -191,25 +179,28 @@ def _layer_arrays(out: dict, st: dict, p: str, C: int, W: int, ok_ids: list[int]
 
 
 def compute_chunk(model, root: Path, images: Sequence[str], ids: Sequence[int], layers: Sequence[str],
-                  k: int, samples: int, seed: int, classes: int, batch: int = 16) -> dict[str, np.ndarray]:
-    """The shard of one chunk (arrays, see :func:`_merge` for what they mean); ``ids`` are the images' indices."""
-    import torch
-
+                  k: int, samples: int, seed: int, classes: int, batch: int = 16,
+                  loader_workers: int | None = None) -> dict[str, np.ndarray]:
+    """The shard of one chunk (arrays, see :func:`_merge` for what they mean); ``ids`` are the images' indices.
+    The images are decoded ahead of the model on ``loader_workers`` threads (:func:`~.pipeline.input_batches`)."""
     infos = [model.layer(n) for n in layers]
-    ok_ids, xs, skipped = _load_inputs(model, root, images, ids)
-    out: dict[str, np.ndarray] = {"ids": np.asarray(ok_ids, np.int64),
-                                  "skipped": np.asarray(json.dumps(skipped, sort_keys=True))}
+    ok_ids, skipped = [], {}
     stats: list[dict[str, list]] = [{} for _ in infos]
     preds_idx, preds_prob = [], []
-    for start in range(0, len(xs), batch):
-        x = torch.cat(xs[start:start + batch]).to(model.device)
-        bids = ok_ids[start:start + batch]
-        acts, attrs, cls, probs, topc = _forward(model, infos, x, classes)
+    for b in input_batches(model, root, images, ids, batch, loader_workers):
+        skipped.update(b.skipped)
+        if b.x is None:
+            continue
+        bids = b.ids
+        ok_ids += bids
+        acts, attrs, cls, probs, topc = _forward(model, infos, b.x, classes)
         if topc:
             preds_idx.append(cls.cpu().numpy())
             preds_prob.append(probs.cpu().numpy())
         for li, a in enumerate(acts):
             _collect(stats[li], a, attrs[li], cls, bids, li, samples, seed, topc)
+    out: dict[str, np.ndarray] = {"ids": np.asarray(ok_ids, np.int64),
+                                  "skipped": np.asarray(json.dumps(skipped, sort_keys=True))}
     if classes > 0:
         out["pred_idx"] = np.concatenate(preds_idx) if preds_idx else np.zeros((0, classes), np.int64)
         out["pred_prob"] = np.concatenate(preds_prob) if preds_prob else np.zeros((0, classes), np.float32)
@@ -221,7 +212,7 @@ def compute_chunk(model, root: Path, images: Sequence[str], ids: Sequence[int], 
 def index_chunk(model, chunk: IndexChunk, store=None) -> dict[str, np.ndarray]:
     """The index's task (see :func:`blocklens.jobs.run_shards`): one chunk's shard."""
     return compute_chunk(model, Path(chunk.folder), chunk.images, chunk.ids, chunk.layers, chunk.k, chunk.samples,
-                         chunk.seed, chunk.classes)
+                         chunk.seed, chunk.classes, loader_workers=chunk.loader_workers)
 
 
 def _order(score: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
@@ -469,12 +460,12 @@ class _Plan:
     opts: dict
     key: str
 
-    def shards(self) -> list[Shard]:
+    def shards(self, loader_workers: int | None = None) -> list[Shard]:
         c = self.opts["chunk"]
         spans = [list(range(s, min(s + c, len(self.images)))) for s in range(0, len(self.images), c)]
         return [Shard(n, len(ids), IndexChunk(str(self.root), [self.images[i] for i in ids], ids, self.names,
                                               self.opts["k"], self.opts["samples"], self.opts["seed"],
-                                              self.opts["classes"]), _shard_rel(self.key, n))
+                                              self.opts["classes"], loader_workers), _shard_rel(self.key, n))
                 for n, ids in enumerate(spans)]
 
 
@@ -504,7 +495,8 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
                 ray_init: dict | None = None, gpus_per_task: float = 0, progress: bool | None = None,
                 loader: Callable[[], Any] | None = None, weights: str | os.PathLike | None = None,
                 log: Callable[[str], None] | None = None, stop_after: int | None = None,
-                on_progress: Callable[[Progress], None] | None = None) -> ActivationIndex:
+                on_progress: Callable[[Progress], None] | None = None,
+                loader_workers: int | None = None) -> ActivationIndex:
     """Index ``folder`` (see the module docstring) and return the finished :class:`ActivationIndex`.
 
     ``model``: a spec or a :class:`~blocklens.Model` (workers rebuild it from its spec, as for
@@ -513,7 +505,9 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
     ``classes``: top predicted classes whose attribution each sample records (0: none; each costs one
     backward pass); ``chunk``: images per shard. ``workers``: local processes (0: this process); ``ray``: as
     for precompute (``"auto"``, an address or ``"local"``; ``gpus_per_task`` GPUs reserved per chunk, 1 by default
-    with ``device="cuda"``). ``on_progress(Progress)``: images done of all, after each chunk (chunks already in
+    with ``device="cuda"``). ``loader_workers``: threads that decode images ahead of the model in each worker
+    (default: one per core beyond the first, :func:`~.pipeline.default_loader_workers`; 0: none; the numbers do not
+    depend on it). ``on_progress(Progress)``: images done of all, after each chunk (chunks already in
     the store counted first). ``stop_after``: stop after that many chunks (testing; returns None). A finished
     index is returned at once; a partial one resumes.
     """
@@ -527,7 +521,7 @@ def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", la
     if done is not None:
         say(f"index {plan.key} of {plan.root} is complete in {store.url}")
         return ActivationIndex(store, plan.key, done)
-    shards = plan.shards()
+    shards = plan.shards(loader_workers)
     present = finished(store, shards)
     todo = sum(s.size for s in shards if s.index not in present)
     say(f"index {plan.key}: {len(plan.images)} images in {plan.root} ({plan.ignored} other files ignored), layers "

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...analyses.factorize import nonneg_matrix, project, split_activations
 from ...analyses.interventions import run_batch, scores_of
-from ...errors import ImageError
+from ..pipeline import input_batches
 from .rules import FLOOR
 
 __all__ = ["ScanChunk", "MeasureChunk", "scan_chunk", "measure_chunk"]
@@ -50,16 +50,13 @@ class MeasureChunk:
 
 
 def _inputs(model, root: Path, images: Sequence[str], ok: list):
-    """``(i, rel, x)`` for every readable image (its model input on the model's device); ``ok`` gets 1 or 0 per
-    image, so the driver knows which rows are whose."""
-    for i, rel in enumerate(images):
-        try:
-            x, _ = model.prepare(root / rel)
-        except (ImageError, OSError):
-            ok.append(0)
-            continue
-        ok.append(1)
-        yield i, rel, x.to(model.device)
+    """``(i, rel, x)`` for every readable image (its model input on the model's device, decoded ahead on the
+    pipeline's threads); ``ok`` gets 1 or 0 per image, in order, so the driver knows which rows are whose."""
+    for b in input_batches(model, root, images, range(len(images)), batch=1):
+        ok.extend([0] * len(b.skipped))  # the unreadable images before this one (or at the end)
+        for i in b.ids:
+            ok.append(1)
+            yield i, images[i], b.x
 
 
 def scan_chunk(model, job: ScanChunk, store=None) -> dict[str, np.ndarray]:
