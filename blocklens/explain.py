@@ -40,7 +40,8 @@ from .analyses.dictionary import SemanticDictionary, semantic_dictionary
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
 from .errors import BlocklensError
 from .iconcache import icon_key_for, icons as get_icons
-from .recipes import PRESETS, default_layers, default_preset, preset_note, recipe_for, recipe_preset, sources_line
+from .recipes import (PRESETS, default_layers, default_preset, icon_recipe as preset_icon_recipe, preset_note,
+                      preset_options, recipe_for, recipe_preset, sources_line)
 from .store import Icon, IconStore, icon_key
 
 ICON_BATCH = 16  # icons rendered together: on a 2-core CPU 16 costs ~7% less per icon than 8
@@ -242,8 +243,8 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     _check_options(preset, icons, grids)
     model = model if isinstance(model, Model) else load_model(model)
     preset = preset or default_preset(model)
-    recipe = {"icons": {**PRESETS[preset]["icons"], **(icon_recipe or {})},
-              "grid": {**PRESETS[preset]["grid"], **(grid_recipe or {})}}
+    recipe = {"icons": preset_options(preset, "icons", **(icon_recipe or {})),
+              "grid": preset_options(preset, "grid", **(grid_recipe or {}))}
     counts = _group_counts(preset, group_counts, n_groups)
     if store is not False and not isinstance(store, IconStore):
         store = IconStore(store)
@@ -395,7 +396,7 @@ def _plan(model, result: Explanation, store=None) -> None:
     and the direction of every group at every group count; and each layer's grid key. With a ``store``, a channel
     whose reference-recipe icon it holds (or the pack beneath it) is planned at that recipe instead."""
     recipe = recipe_for(**result.recipe["icons"])
-    reference = recipe_for(**PRESETS["default"]["icons"])
+    reference = preset_icon_recipe("default")
     use_reference = store is not None and store is not False and reference != recipe
     for lr in result.layers:
         channels, groups = _layer_targets(model, lr, lr.shown_channels())

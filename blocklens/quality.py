@@ -444,7 +444,7 @@ def semantic_fidelity(model, layer: str, units: Sequence, recipes: dict[str, dic
                       reference: dict | None = None, ceiling_seed: int = 1, store=None,
                       progress: bool | None = None) -> dict[str, Any]:
     """Top-1 / top-3 retrieval of each unit's icon among the reference icons of the same ``units`` of ``layer``,
-    for every recipe in ``recipes`` (name -> icon recipe options, e.g. a preset's ``PRESETS[p]["icons"]``), with
+    for every recipe in ``recipes`` (name -> icon recipe options, e.g. a preset's ``preset_options(p)``), with
     the ceiling measured in the same run: the reference recipe with seed ``ceiling_seed``. A recipe may name the
     preset it starts from (``{"preset": "lucid", "size": 56, "steps": 48}``; default "default").
 
@@ -456,13 +456,13 @@ def semantic_fidelity(model, layer: str, units: Sequence, recipes: dict[str, dic
     import time
 
     from .iconcache import icons
-    from .recipes import PRESETS
+    from .recipes import preset_options
 
     if len(units) < 2:
         raise BlocklensError(f"semantic_fidelity needs at least 2 units of {layer!r}, got {len(units)}")
     if judge is None or isinstance(judge, str):
         judge = _default_judge(judge or JUDGE)
-    reference = dict(reference or PRESETS["default"]["icons"])
+    reference = dict(reference or preset_options("default"))
 
     def get(recipe):
         t = time.perf_counter()
