@@ -336,8 +336,9 @@ def assess(model, icons: Sequence, targets: Sequence | None = None, *, photo_siz
     main_size = max(groups, key=lambda hw: len(groups[hw]))[0]
     zero = np.array([_zero_fraction(im) for im in icons], dtype=np.float64)
     specific &= ~dead
-    return IconQuality([t.label for t in parsed], specific, margin, own, best_photo, strength, dead, saturated,
-                       stats, photo_stats(main_size), zero_grad=zero)
+    return IconQuality(labels=[t.label for t in parsed], specific=specific, margin=margin, own=own,
+                       best_photo=best_photo, strength=strength, dead=dead, saturated=saturated, stats=stats,
+                       photos=photo_stats(main_size), zero_grad=zero)
 
 
 def _zero_fraction(icon) -> float:
