@@ -7,6 +7,8 @@ import pytest
 import blocklens as bl
 from blocklens.errors import BlocklensError
 
+from conftest import assert_close
+
 TINY = dict(icon_recipe=dict(size=32, steps=2), grid_recipe=dict(cell=32, steps=2, batch_cells=16))
 
 
@@ -23,8 +25,8 @@ def test_structure_and_consistency(explained, lite0):
     assert e.predictions[0]["label"] == "malamute" and e.pair == (249, 235)
     l7 = e.layer("blocks.7")
     alone = bl.channel_attribution(lite0, bl.bundled_image("dog"), "blocks.7", ("malamute", "German shepherd"))
-    assert np.allclose(l7.pair.values, alone.values, atol=1e-4)
-    assert np.allclose(l7.attribution[249].values - l7.attribution[235].values, alone.values, atol=1e-4)
+    assert_close(l7.pair.values, alone.values, atol=1e-4)  # every class in one batch vs the pair alone
+    assert_close(l7.attribution[249].values - l7.attribution[235].values, alone.values, atol=1e-4)
     assert l7.spatial[249].maps.shape == (14, 14)
     assert e.flows[0]["spatial"].shape == (7, 7, 14, 14) and e.flows[0]["groups"].shape == (6, 6)
     assert set(l7.dictionary.icons) == set(l7.dictionary.used_channels)
