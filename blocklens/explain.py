@@ -40,7 +40,8 @@ from .analyses.dictionary import SemanticDictionary, semantic_dictionary
 from .analyses.groups import NeuronGroups, group_attribution, neuron_groups
 from .errors import BlocklensError
 from .iconcache import icon_key_for, icons as get_icons
-from .recipes import PRESETS, default_layers, default_preset, preset_note, recipe_for, recipe_preset, sources_line
+from .recipes import (PRESETS, default_layers, default_preset, icon_recipe as preset_icon_recipe, preset_note,
+                      preset_options, recipe_for, recipe_preset, sources_line)
 from .store import Icon, IconStore, icon_key
 
 ICON_BATCH = 16  # icons rendered together: on a 2-core CPU 16 costs ~7% less per icon than 8
@@ -237,91 +238,37 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     ``reference_icons``: a channel icon the store (or the reference pack beneath it, :mod:`blocklens.store.pack`)
     holds at the reference ("default") recipe is shown instead of rendering it at the preset; the explanation
     says how many icons came from where (:attr:`Explanation.sources`). Off with ``icon_recipe`` given."""
-    from .analyses.faithfulness import layer_report
     from .models import Model, load_model
 
-    if preset is not None and preset not in PRESETS:
-        raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    for what, v in (("icons", icons), ("grids", grids)):
-        if v not in (True, False, "cached"):
-            raise BlocklensError(f"{what} must be True, False or 'cached', got {v!r}")
+    _check_options(preset, icons, grids)
     model = model if isinstance(model, Model) else load_model(model)
     preset = preset or default_preset(model)
-    recipe = {"icons": {**PRESETS[preset]["icons"], **(icon_recipe or {})},
-              "grid": {**PRESETS[preset]["grid"], **(grid_recipe or {})}}
-    counts = sorted({int(k) for k in (group_counts or PRESETS[preset]["group_counts"])} | {int(n_groups)})
-    if counts[0] < 1:
-        raise BlocklensError(f"group counts must be positive integers, got {counts}")
+    recipe = {"icons": preset_options(preset, "icons", **(icon_recipe or {})),
+              "grid": preset_options(preset, "grid", **(grid_recipe or {}))}
+    counts = _group_counts(preset, group_counts, n_groups)
     if store is not False and not isinstance(store, IconStore):
         store = IconStore(store)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     prep = prepare(model, image)
-    names = [spatial_layer(model, l, "explain").name for l in (layers or default_layers(model))]
-    names = sorted(dict.fromkeys(names), key=lambda n: model.layer(n).order)
-    ranked = model.predict(prep.x, top=len(model.labels))  # every class, most probable first: one forward
-    cls = [model.class_index(c) for c in classes] if classes else [p.index for p in ranked[:top]]
-    if len(cls) < 2:
-        raise BlocklensError("explain needs at least two classes (the first two are contrasted)")
-    probs = {p.index: p.prob for p in ranked}
-    predictions = [{"index": c, "label": model.labels[c], "prob": probs[c]} for c in cls]
+    names = _layer_names(model, layers)
+    cls, predictions = _explained_classes(model, prep, classes, top)
     times["predict"] = time.perf_counter() - t0
-    methods = dict(ATTRIBUTION, **{k: v for k, v in (("score", score), ("groups", group_method)) if v})
-    sc, gm = methods["score"], methods["groups"]
-
+    methods = _methods(score, group_method)
     layer_results = []
     for name in names:
         t = time.perf_counter()
-        dictionary = semantic_dictionary(model, prep, name)
-        act, grads, logits = class_gradients(model, prep.x, name, cls, sc)  # linear: one pass for all classes
-        products = act.unsqueeze(0) * grads
-        per_class = {c: channel_result(model, name, [c], "linear", products[k], float(logits[k]), score_name=sc)
-                     for k, c in enumerate(cls)}
-        pair = channel_result(model, name, cls[:2], "linear", products[0] - products[1],
-                              float(logits[0] - logits[1]), score_name=sc)
-        if methods["spatial"] == "path":
-            steps = int(methods["spatial_steps"])
-            _, pg, at, at0 = class_path_gradients(model, prep.x, name, cls, sc, steps=steps)
-            lgs = [LayerGradients(act, pg[k], float(at[k]), float(at0[k]), steps) for k in range(len(cls))]
-            spatial = {c: SpatialAttribution(name, model.labels[c], "class", "path",
-                                             lg.product.sum(0).double().cpu().numpy(), steps, [c], sc, lg.score,
-                                             lg.baseline, lg.gap)
-                       for lg, c in zip(lgs, cls)}
-        else:
-            spatial = {c: SpatialAttribution(name, model.labels[c], "class", "linear",
-                                             products[k].sum(0).double().cpu().numpy(), 1, [c], sc)
-                       for k, c in enumerate(cls)}
-        channels = model.layer(name).channels
-        options = {k: neuron_groups(model, prep, name, n_groups=k, classes=cls, score=sc, method=gm)
-                   for k in counts if k <= channels}
-        groups = options.get(n_groups) or options[max(options)]
-        lr = LayerExplanation(name, model.layer(name).shape, dictionary, per_class, pair, spatial, groups,
-                              act.detach().float().cpu().numpy(), options, methods=dict(methods))
-        if faithfulness:
-            c0 = cls[0]
-            lr.faithfulness = layer_report(model, prep.x, name, c0, model.labels[c0],
-                                           channel_values=per_class[c0].values, channel_method="linear",
-                                           spatial_map=spatial[c0].maps, spatial_method=spatial[c0].method,
-                                           spatial_gap=spatial[c0].gap, groups=groups,
-                                           score=sc, act=act.detach())
-        layer_results.append(lr)
+        layer_results.append(_explain_layer(model, prep, name, cls, counts, n_groups, methods, faithfulness))
         times[f"analyses {name}"] = time.perf_counter() - t
-
     flows = []
     for a, b in zip(layer_results, layer_results[1:]):
         t = time.perf_counter()
-        l2l = spatial_attribution(model, prep, a.layer, b.layer)
-        by_k = {k: group_attribution(model, prep, a.group_options[k], b.group_options[k], method=gm)
-                for k in a.group_options if k in b.group_options}
-        same_k = a.groups.n_groups == b.groups.n_groups and a.groups.n_groups in by_k
-        default = by_k[a.groups.n_groups] if same_k else group_attribution(model, prep, a.groups, b.groups, method=gm)
-        flows.append({"from": a.layer, "to": b.layer, "spatial_scale": l2l.scale, "spatial": l2l.maps,
-                      "groups": default, "groups_by_k": by_k, "groups_method": gm})
+        flows.append(_flow(model, prep, a, b, methods["groups"]))
         times[f"flow {a.layer}->{b.layer}"] = time.perf_counter() - t
-
-    result = Explanation(model.name, model.fingerprint, _image_sha(prep.x), prep.crop, predictions, cls,
-                         (cls[0], cls[1]), layer_results, flows, preset=preset, recipe=recipe,
-                         n_groups=groups.n_groups)
+    result = Explanation(model=model.name, fingerprint=model.fingerprint, image_sha=_image_sha(prep.x),
+                         crop=prep.crop, predictions=predictions, classes=cls, pair=(cls[0], cls[1]),
+                         layers=layer_results, flows=flows, preset=preset, recipe=recipe,
+                         n_groups=layer_results[-1].groups.n_groups)
     _plan(model, result, store if reference_icons and not icon_recipe else None)
     times["analyses"] = time.perf_counter() - t0
     finish(model, result, store, progress=progress, icons=icons, grids=grids, prep=prep)
@@ -329,6 +276,110 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     times["total"] = time.perf_counter() - t0
     result.timings = times
     return result
+
+
+def _check_options(preset: str | None, icons, grids) -> None:
+    """Refuse an unknown preset, and ``icons`` / ``grids`` other than True, False or "cached"."""
+    if preset is not None and preset not in PRESETS:
+        raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    for what, v in (("icons", icons), ("grids", grids)):
+        if v not in (True, False, "cached"):
+            raise BlocklensError(f"{what} must be True, False or 'cached', got {v!r}")
+
+
+def _group_counts(preset: str, group_counts: Sequence[int] | None, n_groups: int) -> list[int]:
+    """The group counts on the slider (``group_counts``, default the preset's) with ``n_groups``, sorted."""
+    counts = sorted({int(k) for k in (group_counts or PRESETS[preset]["group_counts"])} | {int(n_groups)})
+    if counts[0] < 1:
+        raise BlocklensError(f"group counts must be positive integers, got {counts}")
+    return counts
+
+
+def _layer_names(model, layers: Sequence[str] | None) -> list[str]:
+    """The spatial layers to explain (default: :func:`default_layers`), each once, in forward order."""
+    names = [spatial_layer(model, l, "explain").name for l in (layers or default_layers(model))]
+    return sorted(dict.fromkeys(names), key=lambda n: model.layer(n).order)
+
+
+def _explained_classes(model, prep, classes: Sequence | None, top: int) -> tuple[list[int], list[dict]]:
+    """``(classes, predictions)``: the classes to explain (``classes``, default the ``top`` most probable) and
+    ``{"index", "label", "prob"}`` of each; one forward pass."""
+    ranked = model.predict(prep.x, top=len(model.labels))  # every class, most probable first
+    cls = [model.class_index(c) for c in classes] if classes else [p.index for p in ranked[:top]]
+    if len(cls) < 2:
+        raise BlocklensError("explain needs at least two classes (the first two are contrasted)")
+    probs = {p.index: p.prob for p in ranked}
+    return cls, [{"index": c, "label": model.labels[c], "prob": probs[c]} for c in cls]
+
+
+def _methods(score: str | None, group_method: str | None) -> dict:
+    """:data:`ATTRIBUTION` with the ``score`` and ``group_method`` asked for."""
+    return dict(ATTRIBUTION, **{k: v for k, v in (("score", score), ("groups", group_method)) if v})
+
+
+def _explain_layer(model, prep, name: str, cls: list[int], counts: list[int], n_groups: int, methods: dict,
+                   faithfulness: bool) -> LayerExplanation:
+    """Every block of one layer: the semantic dictionary, channel attribution per class and for the pair,
+    spatial attribution per class, neuron groups at every count, and (``faithfulness``) the faithfulness report."""
+    sc, gm = methods["score"], methods["groups"]
+    dictionary = semantic_dictionary(model, prep, name)
+    act, grads, logits = class_gradients(model, prep.x, name, cls, sc)  # linear: one pass for all classes
+    products = act.unsqueeze(0) * grads
+    per_class = {c: channel_result(model, name, [c], "linear", products[k], float(logits[k]), score_name=sc)
+                 for k, c in enumerate(cls)}
+    pair = channel_result(model, name, cls[:2], "linear", products[0] - products[1],
+                          float(logits[0] - logits[1]), score_name=sc)
+    spatial = _class_spatial(model, prep, name, cls, methods, act, products)
+    channels = model.layer(name).channels
+    options = {k: neuron_groups(model, prep, name, n_groups=k, classes=cls, score=sc, method=gm)
+               for k in counts if k <= channels}
+    groups = options.get(n_groups) or options[max(options)]
+    lr = LayerExplanation(layer=name, shape=model.layer(name).shape, dictionary=dictionary, attribution=per_class,
+                          pair=pair, spatial=spatial, groups=groups, activations=act.detach().float().cpu().numpy(),
+                          group_options=options, methods=dict(methods))
+    if faithfulness:
+        lr.faithfulness = _layer_faithfulness(model, prep, lr, cls[0], act, sc)
+    return lr
+
+
+def _class_spatial(model, prep, name: str, cls: list[int], methods: dict, act,
+                   products) -> dict[int, SpatialAttribution]:
+    """Spatial attribution of ``name`` to each class: along the path from zero (``methods["spatial"] == "path"``,
+    every class in one batch) or linear (from the channel products already computed)."""
+    sc = methods["score"]
+    if methods["spatial"] != "path":
+        return {c: SpatialAttribution(source=name, target=model.labels[c], target_kind="class", method="linear",
+                                      maps=products[k].sum(0).double().cpu().numpy(), steps=1, classes=[c], score=sc)
+                for k, c in enumerate(cls)}
+    steps = int(methods["spatial_steps"])
+    _, pg, at, at0 = class_path_gradients(model, prep.x, name, cls, sc, steps=steps)
+    lgs = [LayerGradients(act, pg[k], float(at[k]), float(at0[k]), steps) for k in range(len(cls))]
+    return {c: SpatialAttribution(source=name, target=model.labels[c], target_kind="class", method="path",
+                                  maps=lg.product.sum(0).double().cpu().numpy(), steps=steps, classes=[c], score=sc,
+                                  score_value=lg.score, baseline=lg.baseline, gap=lg.gap)
+            for lg, c in zip(lgs, cls)}
+
+
+def _layer_faithfulness(model, prep, lr: LayerExplanation, c0: int, act, sc: str) -> dict:
+    """How well the layer's shown numbers for class ``c0`` predict removing what they credit."""
+    from .analyses.faithfulness import layer_report
+
+    spatial = lr.spatial[c0]
+    return layer_report(model, prep.x, lr.layer, c0, model.labels[c0], channel_values=lr.attribution[c0].values,
+                        channel_method="linear", spatial_map=spatial.maps, spatial_method=spatial.method,
+                        spatial_gap=spatial.gap, groups=lr.groups, score=sc, act=act.detach())
+
+
+def _flow(model, prep, a: LayerExplanation, b: LayerExplanation, gm: str) -> dict:
+    """Between consecutive layers: layer-to-layer spatial attribution and group-to-group flows at every group
+    count both layers have (and at their default counts)."""
+    l2l = spatial_attribution(model, prep, a.layer, b.layer)
+    by_k = {k: group_attribution(model, prep, a.group_options[k], b.group_options[k], method=gm)
+            for k in a.group_options if k in b.group_options}
+    same_k = a.groups.n_groups == b.groups.n_groups and a.groups.n_groups in by_k
+    default = by_k[a.groups.n_groups] if same_k else group_attribution(model, prep, a.groups, b.groups, method=gm)
+    return {"from": a.layer, "to": b.layer, "spatial_scale": l2l.scale, "spatial": l2l.maps,
+            "groups": default, "groups_by_k": by_k, "groups_method": gm}
 
 
 def _layer_targets(model, lr: LayerExplanation, channels) -> tuple[dict, dict]:
@@ -345,7 +396,7 @@ def _plan(model, result: Explanation, store=None) -> None:
     and the direction of every group at every group count; and each layer's grid key. With a ``store``, a channel
     whose reference-recipe icon it holds (or the pack beneath it) is planned at that recipe instead."""
     recipe = recipe_for(**result.recipe["icons"])
-    reference = recipe_for(**PRESETS["default"]["icons"])
+    reference = preset_icon_recipe("default")
     use_reference = store is not None and store is not False and reference != recipe
     for lr in result.layers:
         channels, groups = _layer_targets(model, lr, lr.shown_channels())

@@ -14,7 +14,7 @@ import numpy as np
 from .errors import BlocklensError
 from .optvis.render import render
 from .optvis.targets import Target, channel_target, logit_target, parse_target
-from .recipes import PRESETS, default_preset, recipe_for
+from .recipes import icon_recipe
 from .store import Icon, IconStore, icon_key
 
 
@@ -65,14 +65,13 @@ def icons(model, layer_or_targets: str | Sequence, units: Iterable | None = None
     ``refresh=True`` re-renders and overwrites. ``on_batch(done, total)`` is called before the first render and
     after each batch (``total`` counts only the icons that had to be rendered), for progress in other front ends.
     The recipe is ``preset``'s (default: :func:`~blocklens.recipes.default_preset`, "quick" on a CPU and
-    "default" on a GPU, as every entry point) with single options (``size``, ``steps``, ``seed``, ...) overridden.
+    "default" on a GPU, as every entry point) with single options (``size``, ``steps``, ``seed``, ...) overridden
+    (an option given as None keeps the preset's), see :func:`~blocklens.recipes.icon_recipe`.
     """
     if batch < 1:
         raise BlocklensError(f"batch must be at least 1, got {batch}")
-    if preset is not None and preset not in PRESETS:
-        raise BlocklensError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    recipe = icon_recipe(preset, model, **recipe_overrides)  # refuses an unknown preset or option
     targets = _targets(model, layer_or_targets, units)
-    recipe = recipe_for(**{**PRESETS[preset or default_preset(model)]["icons"], **recipe_overrides})
     cache = store is not False
     if cache and not isinstance(store, IconStore):
         store = IconStore(store)

@@ -336,8 +336,9 @@ def assess(model, icons: Sequence, targets: Sequence | None = None, *, photo_siz
     main_size = max(groups, key=lambda hw: len(groups[hw]))[0]
     zero = np.array([_zero_fraction(im) for im in icons], dtype=np.float64)
     specific &= ~dead
-    return IconQuality([t.label for t in parsed], specific, margin, own, best_photo, strength, dead, saturated,
-                       stats, photo_stats(main_size), zero_grad=zero)
+    return IconQuality(labels=[t.label for t in parsed], specific=specific, margin=margin, own=own,
+                       best_photo=best_photo, strength=strength, dead=dead, saturated=saturated, stats=stats,
+                       photos=photo_stats(main_size), zero_grad=zero)
 
 
 def _zero_fraction(icon) -> float:
@@ -444,7 +445,7 @@ def semantic_fidelity(model, layer: str, units: Sequence, recipes: dict[str, dic
                       reference: dict | None = None, ceiling_seed: int = 1, store=None,
                       progress: bool | None = None) -> dict[str, Any]:
     """Top-1 / top-3 retrieval of each unit's icon among the reference icons of the same ``units`` of ``layer``,
-    for every recipe in ``recipes`` (name -> icon recipe options, e.g. a preset's ``PRESETS[p]["icons"]``), with
+    for every recipe in ``recipes`` (name -> icon recipe options, e.g. a preset's ``preset_options(p)``), with
     the ceiling measured in the same run: the reference recipe with seed ``ceiling_seed``. A recipe may name the
     preset it starts from (``{"preset": "lucid", "size": 56, "steps": 48}``; default "default").
 
@@ -456,13 +457,13 @@ def semantic_fidelity(model, layer: str, units: Sequence, recipes: dict[str, dic
     import time
 
     from .iconcache import icons
-    from .recipes import PRESETS
+    from .recipes import preset_options
 
     if len(units) < 2:
         raise BlocklensError(f"semantic_fidelity needs at least 2 units of {layer!r}, got {len(units)}")
     if judge is None or isinstance(judge, str):
         judge = _default_judge(judge or JUDGE)
-    reference = dict(reference or PRESETS["default"]["icons"])
+    reference = dict(reference or preset_options("default"))
 
     def get(recipe):
         t = time.perf_counter()

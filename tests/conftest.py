@@ -167,3 +167,22 @@ def memory_url():
     fs = fsspec.filesystem("memory")
     if fs.exists(fs._strip_protocol(url)):
         fs.rm(fs._strip_protocol(url), recursive=True)
+
+
+def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-5, err_msg: str = "") -> None:
+    """``actual`` equals ``expected`` up to the last bits of another CPU's float kernels (AVX2, AVX-512, none:
+    they sum in other orders), elementwise: ``|actual - expected| <= atol * scale + rtol * |expected|`` with
+    ``scale = max(1, max |expected|)``. The absolute part follows the reference's magnitude, so an element near
+    zero in an array of values up to 6 is held to the array's precision (6e-5), not to 1e-5 of its own.
+    Takes numpy arrays, torch tensors, lists and numbers; compare integer results (indices, counts) exactly."""
+    import numpy as np
+
+    def as_array(v):
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu().double().numpy()
+        return np.asarray(v, dtype=np.float64)
+
+    a, e = as_array(actual), as_array(expected)
+    finite = e[np.isfinite(e)]
+    scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    np.testing.assert_allclose(a, e, rtol=rtol, atol=atol * scale, err_msg=err_msg)

@@ -9,6 +9,8 @@ from blocklens.blocks import channel_attribution
 from blocklens.analyses.common import prepare
 from blocklens.errors import BlocklensError, UnknownNameError
 
+from conftest import assert_close
+
 
 def independent_grad_x_act(model, x, layer, cls):
     """gradient of the logit w.r.t. the layer times the activation, with a plain hook (no blocklens probe)."""
@@ -34,10 +36,9 @@ def test_linear_equals_independent_computation(lite0, layer):
     x = prepare(lite0, bl.bundled_image("chelsea")).x
     ours = channel_attribution(lite0, x, layer, "tiger cat")
     ref = independent_grad_x_act(lite0, x, layer, 282).sum((1, 2)).double().numpy()
-    assert np.allclose(ours.values, ref, atol=1e-5, rtol=0)
+    assert_close(ours.values, ref)
     spatial = spatial_attribution(lite0, x, layer, "tiger cat")
-    assert np.allclose(spatial.maps, independent_grad_x_act(lite0, x, layer, 282).sum(0).double().numpy(),
-                       atol=1e-5, rtol=0)
+    assert_close(spatial.maps, independent_grad_x_act(lite0, x, layer, 282).sum(0))
 
 
 def test_linear_matches_captum(lite0):
@@ -47,7 +48,7 @@ def test_linear_matches_captum(lite0):
     module = dict(lite0.module.named_modules())["blocks.7"]
     theirs = LayerGradientXActivation(lite0.module, module).attribute(x, target=249)[0].sum((1, 2))
     ours = channel_attribution(lite0, x, "blocks.7", "malamute").values
-    assert np.allclose(ours, theirs.detach().double().numpy(), atol=1e-5, rtol=0)
+    assert_close(ours, theirs)
 
 
 def test_path_completeness_one_image(lite0):
@@ -70,7 +71,7 @@ def test_class_pair_and_top_channels(lite0):
     r = channel_attribution(lite0, bl.bundled_image("dog"), "blocks.9", ("malamute", "German shepherd"), top=4)
     a = channel_attribution(lite0, bl.bundled_image("dog"), "blocks.9", "malamute").values
     b = channel_attribution(lite0, bl.bundled_image("dog"), "blocks.9", "German shepherd").values
-    assert np.allclose(r.values, a - b, atol=1e-5)
+    assert_close(r.values, a - b)
     assert len(r.positive) == 4 and all(v > 0 for _, v in r.positive)
     assert [c for c, _ in r.positive] == list(np.argsort(-r.values)[:4])
     assert r.labels == ["malamute", "German shepherd"]
@@ -88,7 +89,7 @@ def test_layer_to_layer_equals_per_position_loop(lite0):
     for (y, xx) in [(0, 0), (7, 3), (13, 13), (5, 10)]:
         (g,) = torch.autograd.grad(a2[0, :, y, xx].norm(), a1, retain_graph=True)
         ref = (a1 * g).sum(1)[0].double().detach().numpy()
-        assert np.allclose(ours.maps[y, xx], ref, atol=1e-5, rtol=0), (y, xx)
+        assert_close(ours.maps[y, xx], ref, err_msg=str((y, xx)))
     batched = spatial_attribution(lite0, x, "blocks.5", "blocks.9", strategy="batched", chunk=49)
     # float32 sums in another order: equal to 1e-5 of the map's scale
     assert np.abs(batched.maps - ours.maps).max() <= 1e-5 * ours.scale
@@ -121,8 +122,8 @@ def test_class_gradients_batch_equals_one_by_one(lite0):
     act, grads, logits = class_gradients(lite0, x, "blocks.9", [249, 235, 3])
     for k, c in enumerate([249, 235, 3]):
         one = channel_attribution(lite0, x, "blocks.9", c)
-        assert np.allclose((act * grads[k]).sum((1, 2)).double().numpy(), one.values, atol=1e-5)
-        assert abs(float(logits[k]) - one.score) < 1e-4
+        assert_close((act * grads[k]).sum((1, 2)), one.values)
+        assert_close(float(logits[k]), one.score, atol=1e-4)
 
 
 def test_icons_for_the_top_channels(lite0, tmp_path):

@@ -9,6 +9,8 @@ import blocklens as bl
 from blocklens.blocks import semantic_dictionary
 from blocklens.errors import BlocklensError
 
+from conftest import assert_close
+
 
 def test_top_channels_at_every_position(lite0):
     d = semantic_dictionary(lite0, bl.bundled_image("dog"), "blocks.7", top=4)
@@ -18,7 +20,7 @@ def test_top_channels_at_every_position(lite0):
         expect = torch.argsort(act[:, y, x], descending=True)[:4].tolist()
         assert [c for c, _ in d.at(x, y)] == expect
         assert np.all(np.diff(d.values[y, x]) <= 0)
-    assert np.allclose(d.magnitude, act.norm(dim=0).numpy(), atol=1e-5)
+    assert_close(d.magnitude, act.norm(dim=0))
     assert set(d.used_channels) == set(np.unique(d.channels).tolist())
     json.dumps(d.to_json())
 

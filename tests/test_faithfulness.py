@@ -13,6 +13,8 @@ from blocklens.analyses.groups import group_attribution, neuron_groups
 from blocklens.explain import ATTRIBUTION
 from blocklens.recipes import default_layers
 
+from conftest import assert_close
+
 PHOTOS = [("dog", 249), ("chelsea", 282), ("collies", 232)]
 
 
@@ -46,11 +48,11 @@ def test_batched_group_interventions_equal_one_by_one(lite0, dog):
     removed = plain_scores(lite0, dog.x, "blocks.11", act[None] - parts, 249, "logprob")
     alone = plain_scores(lite0, dog.x, "blocks.11", parts, 249, "logprob")
     empty = plain_scores(lite0, dog.x, "blocks.11", torch.zeros_like(act)[None], 249, "logprob")[0]
-    np.testing.assert_allclose(iv["removal"][:, 0], full - removed, atol=2e-4)
-    np.testing.assert_allclose(iv["restore"][:, 0], alone - empty, atol=2e-4)
+    assert_close(iv["removal"][:, 0], full - removed, atol=2e-4)  # differences of log-probabilities
+    assert_close(iv["restore"][:, 0], alone - empty, atol=2e-4)
     # the ablation attribution shown for groups is exactly these removal effects, every class at once
     ab = neuron_groups(lite0, dog, "blocks.11", 4, classes=[249, 235], score="logprob", method="ablation")
-    np.testing.assert_allclose(ab.attribution[:, 0], full - removed, atol=2e-4)
+    assert_close(ab.attribution[:, 0], full - removed, atol=2e-4)
     assert ab.to_json()["score"] == "logprob" and ab.to_json()["method"] == "ablation"
 
 
@@ -59,17 +61,14 @@ def test_batched_channel_and_spatial_deletion_equal_one_by_one(lite0, dog):
     values = np.arange(act.shape[0])[::-1].astype(float)   # ranks channel 0 first
     cd = F.channel_deletion(lite0, dog.x, "blocks.11", values, [249], k=3, ks=[3], n_random=2)
     masked = act.clone(); masked[:3] = 0
-    np.testing.assert_allclose(cd.top[0], plain_scores(lite0, dog.x, "blocks.11", masked[None], 249, "logit")[0],
-                               atol=2e-4)
+    assert_close(cd.top[0], plain_scores(lite0, dog.x, "blocks.11", masked[None], 249, "logit")[0], atol=2e-4)
     assert cd.channels == [0, 1, 2]
     m = np.zeros((7, 7)); m[0, 0] = 2; m[3, 3] = 1       # (0, 0) first, then (3, 3)
     sd = F.spatial_deletion(lite0, dog.x, "blocks.11", m, [249], steps=49, n_random=1)
     masked = act.clone(); masked[:, 0, 0] = 0; masked[:, 3, 3] = 0
-    np.testing.assert_allclose(sd.deletion[2], plain_scores(lite0, dog.x, "blocks.11", masked[None], 249,
-                                                            "logit")[0], atol=2e-4)
+    assert_close(sd.deletion[2], plain_scores(lite0, dog.x, "blocks.11", masked[None], 249, "logit")[0], atol=2e-4)
     only = torch.zeros_like(act); only[:, 0, 0] = act[:, 0, 0]
-    np.testing.assert_allclose(sd.insertion[1], plain_scores(lite0, dog.x, "blocks.11", only[None], 249,
-                                                             "logit")[0], atol=2e-4)
+    assert_close(sd.insertion[1], plain_scores(lite0, dog.x, "blocks.11", only[None], 249, "logit")[0], atol=2e-4)
 
 
 def test_group_flows_by_removal_equal_one_by_one(lite0, dog):
@@ -87,8 +86,7 @@ def test_group_flows_by_removal_equal_one_by_one(lite0, dog):
 
     base = later_scores(act)
     for i in range(3):
-        np.testing.assert_allclose(flows[i], base - later_scores(act - torch.as_tensor(parts[i], dtype=act.dtype)),
-                                   atol=1e-4)
+        assert_close(flows[i], base - later_scores(act - torch.as_tensor(parts[i], dtype=act.dtype)), atol=1e-4)
 
 
 @pytest.mark.parametrize("name, cls", PHOTOS)
@@ -140,8 +138,9 @@ def test_class_path_gradients_batch_equals_one_by_one(lite0, dog):
     act, g, s, s0 = class_path_gradients(lite0, dog.x, "blocks.11", [249, 235], "logprob", steps=8, chunk=5)
     for k, c in enumerate([249, 235]):
         one = channel_attribution(lite0, dog, "blocks.11", c, method="path", steps=8, score="logprob")
-        np.testing.assert_allclose((act * g[k]).sum((1, 2)).double().numpy(), one.values, atol=1e-5)
-        assert abs(float(s[k]) - one.score) < 1e-4 and abs(float(s0[k]) - one.baseline) < 1e-4
+        assert_close((act * g[k]).sum((1, 2)), one.values)
+        assert_close(float(s[k]), one.score, atol=1e-4)
+        assert_close(float(s0[k]), one.baseline, atol=1e-4)
 
 
 def test_path_reaches_one_percent_at_200_steps(lite0, dog):

@@ -114,3 +114,32 @@ def test_no_hooks_left_after_an_error_mid_run(lite0, dog, monkeypatch):
     with pytest.raises(RuntimeError, match="objective failed"):
         activation_grid(lite0, dog, LAYER, cell=32, steps=2, batch_cells=4, progress=False)
     assert all_hooks(lite0.module) == []
+
+
+# --- activation_grid's phases, each alone -----------------------------------------------------------------------
+
+
+def test_tiled_cells_crop_the_border_row_major():
+    rendered = torch.arange(6 * 3 * 8 * 8, dtype=torch.float32).reshape(6, 3, 8, 8)
+    cells = gridmod._tiled_cells(rendered, (2, 3), border=2)
+    assert cells.shape == (2, 3, 4, 4, 3) and cells.dtype == np.float32
+    assert np.array_equal(cells[1, 2], rendered[5, :, 2:6, 2:6].permute(1, 2, 0).numpy())  # n = y * W + x
+    assert gridmod._tiled_cells(rendered, (3, 2), border=0).shape == (3, 2, 8, 8, 3)
+
+
+def test_grid_vectors_and_one_loop_step(lite0, dog):
+    from blocklens.analyses.common import prepare
+
+    info = lite0.layer(LAYER)
+    vectors, magnitude, loadings, fi = gridmod._grid_vectors(lite0, prepare(lite0, dog), info, 3, seed=0)
+    assert vectors.shape == (49, 192) and magnitude.shape == (7, 7) and loadings.shape == (49, 3)
+    assert float(magnitude.max()) == pytest.approx(1.0) and set(fi) == {"relative_error", "signed"}
+    assert torch.allclose(magnitude.flatten(), vectors.norm(dim=1) / vectors.norm(dim=1).max())
+    loop = gridmod._GridLoop(lite0, info, GridImage(loadings, 32, seed=0), vectors, steps=2, batch_cells=100,
+                             cossim_pow=1.0, lr=0.05, seed=0, rescue_steps=16, contrast=0.5)
+    assert loop.n == 49 and loop.bsize == 49  # never more cells than the grid has
+    with gridmod.relu_rescue(lite0.module) as rescue, lite0.probe([info], grad=True) as probe:
+        loop.step(0, probe, rescue)
+    assert loop.history[0] != 0 and loop.history[1] == 0 and loop.grid.standardize == 0.0
+    assert loop.rendered().shape == (49, 3, 32, 32)
+    assert all_hooks(lite0.module) == []

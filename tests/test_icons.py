@@ -73,3 +73,36 @@ def test_cli_vis_writes_pngs_and_json(tmp_path, capsys):
     assert (tmp_path / "out" / "sheet.png").exists()
     assert main(["vis", "blocks.3:99", "--out", str(tmp_path / "x")]) == 2
     assert "40 channels" in capsys.readouterr().err
+
+
+def test_the_preset_asked_for_is_the_recipe_rendered(lite0, tmp_path, capsys):
+    """One merge (recipes.preset_options): `vis --preset lucid` renders Lucid's recipe on any device, not the
+    device preset's extra options (contrast ramp, coarse-to-fine) under Lucid's size and steps."""
+    from blocklens.recipes import icon_recipe
+    from blocklens.store import icon_key
+
+    args = ["vis", "blocks.3:1", "--preset", "lucid", "--size", "32", "--steps", "2", "--out", str(tmp_path / "o"),
+            "--no-cache", "--json", "--no-progress"]
+    assert main(args) == 0
+    row = json.loads(capsys.readouterr().out)["icons"][0]
+    assert row["key"] == icon_key(lite0.fingerprint, "blocks.3", "channel:1", icon_recipe("lucid", size=32, steps=2))
+    got = bl.icons(lite0, "blocks.3", [1], store=False, progress=False, preset="lucid", size=32, steps=2, seed=None)
+    assert got[0].key == row["key"] and got[0].meta["recipe"]["contrast"] is None  # None: the preset's value
+    with pytest.raises(bl.BlocklensError, match=r"unknown preset 'fast'; valid: default, quick, lucid"):
+        bl.icons(lite0, "blocks.3", [1], store=False, preset="fast")
+
+
+def test_cli_recipe_flags_merge_over_the_preset():
+    from types import SimpleNamespace
+
+    from blocklens.cli.args import icon_recipe as cli_icon_recipe, recipe_args
+    from blocklens.recipes import PRESETS, default_preset
+
+    flags = SimpleNamespace(preset="lucid", size=None, steps=48, seed=None)
+    assert cli_icon_recipe(flags, None) == dict(PRESETS["lucid"]["icons"], steps=48)
+    assert recipe_args(flags, None) == dict(PRESETS["lucid"]["icons"], steps=48)
+    none = SimpleNamespace(preset=None, size=None, steps=None, seed=None)
+    assert recipe_args(none, None) is None
+    assert recipe_args(none, "device") == PRESETS[default_preset()]["icons"]
+    assert recipe_args(SimpleNamespace(preset=None, size=None, steps=None, seed=3), None) == \
+        dict(PRESETS[default_preset()]["icons"], seed=3)

@@ -190,3 +190,66 @@ def test_coarse_to_fine_starts_at_half_size_and_ends_at_full_size(lite0):
     assert (small - f()).abs().mean() < 0.05  # the same picture, upsampled
     with pytest.raises(BlocklensError, match="param='fft'"):
         render(lite0, targets[:1], size=32, steps=4, coarse=0.5, param="pixel", progress=False)
+
+
+# --- the render loop's phases, each alone ---------------------------------------------------------------------
+
+
+def test_coarse_switch_and_contrast_ramp():
+    from blocklens.optvis.render import _coarse_switch, contrast_ramp
+
+    assert _coarse_switch(None, "fft", 48) is None and _coarse_switch(0, "fft", 48) is None
+    assert _coarse_switch(0.5, "fft", 48) == 24 and _coarse_switch(0.01, "fft", 48) == 1
+    assert _coarse_switch(0.99, "fft", 48) == 47  # the last step is always at full size
+    with pytest.raises(BlocklensError, match="param='fft'"):
+        _coarse_switch(0.5, "pixel", 48)
+    with pytest.raises(BlocklensError, match=r"in \(0, 1\)"):
+        _coarse_switch(1.5, "fft", 48)
+    assert [contrast_ramp(0.5, s, 48) for s in (0, 12, 24, 40)] == [0.0, 0.5, 1.0, 1.0]
+    assert contrast_ramp(0, 0, 48) == 1.0 and contrast_ramp(-1, 5, 48) == 1.0
+
+
+def test_composite_puts_alpha_on_a_seeded_background():
+    from blocklens.optvis.render import _composite
+
+    rgb = torch.rand(2, 3, 4, 4)
+    assert torch.equal(_composite(rgb, torch.Generator().manual_seed(1), 2, "cpu"), rgb)  # opaque: unchanged
+    opaque = torch.cat([rgb, torch.ones(2, 1, 4, 4)], 1)
+    clear = torch.cat([rgb, torch.zeros(2, 1, 4, 4)], 1)
+    assert torch.equal(_composite(opaque, torch.Generator().manual_seed(1), 2, "cpu"), rgb)
+    bg = torch.rand(2, 3, 1, 1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(_composite(clear, torch.Generator().manual_seed(1), 2, "cpu"), bg.expand(2, 3, 4, 4))
+
+
+def test_render_recipe_names_custom_parts():
+    from blocklens.optvis.render import DEFAULTS, _render_recipe
+
+    settings = {k: v for k, v in DEFAULTS.items() if k not in ("param", "transforms")}
+    r = _render_recipe(param="fft", transforms=None, alpha=False, **settings)
+    assert r["param"] == "fft" and r["transforms"] is None and list(r)[:4] == ["size", "steps", "lr", "seed"]
+    r = _render_recipe(param=nn.Identity(), transforms=[nn.Identity()], alpha=True, **settings)
+    assert r["param"] == "custom" and r["transforms"] == "custom" and r["alpha"] is True
+
+
+def test_the_render_loop_steps_one_at_a_time_as_render(lite0):
+    """The phases composed by hand give render's numbers, and a stuck image is counted per step."""
+    from blocklens.optvis.render import _make_param, _make_transforms, _RenderLoop
+    from blocklens.optvis.rescue import relu_rescue as rescue_ctx
+    from blocklens.probe import Probe
+
+    kw = dict(size=32, steps=3, seed=2)
+    whole = render(lite0, ["blocks.3:5", "blocks.5:1"], progress=False, **kw)
+    objective = sum(parse_target(lite0, t).objective(batch=b) for b, t in enumerate(["blocks.3:5", "blocks.5:1"]))
+    image = _make_param("fft", 2, 32, True, False, [2, 3])
+    loop = _RenderLoop(lite0, objective, image, batch=2, steps=3, size=32, lr=0.05, seed=2,
+                       tf=_make_transforms("standard", 32), rescue_steps=16, contrast=None, switch=None)
+    capped = loop.capped(True)
+    with rescue_ctx(lite0.module, capped.values()) as rescue, \
+            Probe(lite0.module, list(loop.infos.values()), grad=True) as probe:
+        for step in range(3):
+            loop.step(step, probe, rescue, capped)
+    assert np.array_equal(loop.history, whole.history)
+    assert np.array_equal(loop.final_images(), whole.images)
+    loop.set_gradients([torch.zeros_like(loop.params[0])], step=7)
+    assert loop.zero_steps.tolist() == [1, 1] and loop.stuck_at == 7
+    assert all_hooks(lite0.module) == []

@@ -14,6 +14,8 @@ import pytest
 
 from blocklens.store import IconStore
 
+from conftest import assert_close
+
 DATA = Path(__file__).resolve().parent / "data"
 EXPECTED = json.loads((DATA / "legacy_store.json").read_text())
 KEYS = sorted(i["key"] for i in EXPECTED["icons"])
@@ -135,4 +137,5 @@ def test_a_fresh_index_has_the_legacy_numbers(legacy_index_store, tmp_path):
         if a.dtype.kind in "iub":
             np.testing.assert_array_equal(fresh.arrays[name], a, err_msg=name)
         else:
-            np.testing.assert_allclose(fresh.arrays[name], a, rtol=1e-4, atol=1e-5, err_msg=name)
+            # float kernels of another CPU: 1e-5 of the array's scale (its values reach 6), not of each value
+            assert_close(fresh.arrays[name], a, rtol=1e-4, atol=1e-5, err_msg=name)

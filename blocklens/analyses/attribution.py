@@ -209,8 +209,9 @@ def channel_result(model, layer: str, classes: list[int], method: str, product: 
     """A :class:`ChannelAttribution` from the attribution product ``A * G`` (C, ...)."""
     values = (product.flatten(1).sum(1) if product.dim() > 1 else product).double().cpu().numpy()
     pos, neg = _top(values, top)
-    return ChannelAttribution(model.layer(layer).name, list(classes), [model.labels[i] for i in classes], method,
-                              steps, values, score, baseline, gap, pos, neg,
+    return ChannelAttribution(layer=model.layer(layer).name, classes=list(classes),
+                              labels=[model.labels[i] for i in classes], method=method, steps=steps, values=values,
+                              score=score, baseline=baseline, gap=gap, positive=pos, negative=neg,
                               score_name=pair_score_name(classes, score_name))
 
 
@@ -300,8 +301,10 @@ def spatial_attribution(model, image, source_layer: str, target, *, method: str 
         while method == "path" and tolerance is not None and lg.gap > tolerance and lg.steps * 2 <= max_steps:
             lg = layer_gradients(model, prep.x, src.name, fn, method, lg.steps * 2, rule, chunk or 16)
         maps = lg.product.sum(0).double().cpu().numpy()
-        return SpatialAttribution(src.name, " - ".join(model.labels[i] for i in idx), "class", method, maps,
-                                  lg.steps, idx, pair_score_name(idx, score), lg.score, lg.baseline, lg.gap)
+        return SpatialAttribution(source=src.name, target=" - ".join(model.labels[i] for i in idx),
+                                  target_kind="class", method=method, maps=maps, steps=lg.steps, classes=idx,
+                                  score=pair_score_name(idx, score), score_value=lg.score, baseline=lg.baseline,
+                                  gap=lg.gap)
     dst = spatial_layer(model, target_layer, "layer-to-layer attribution")
     if dst.order <= src.order:
         raise BlocklensError(f"the target layer {dst.name!r} must come after the source layer {src.name!r} "

@@ -128,9 +128,12 @@ def group_faithfulness(model, x, groups, attribution: np.ndarray, class_index: i
     removal, restore, remove_all = iv["removal"][:, j], iv["restore"][:, j], float(iv["remove_all"][j])
     attribution = np.asarray(attribution, dtype=np.float64)
     return GroupFaithfulness(
-        groups.layer, int(class_index), score, method, attribution, removal, restore, remove_all,
-        rank_correlation(attribution, removal), bool(np.argmax(attribution) == np.argmax(removal)),
-        rank_correlation(attribution, restore), bool(np.argmax(attribution) == np.argmax(restore)))
+        layer=groups.layer, class_index=int(class_index), score=score, method=method, attribution=attribution,
+        removal=removal, restore=restore, remove_all=remove_all,
+        rank_correlation=rank_correlation(attribution, removal),
+        top_agrees=bool(np.argmax(attribution) == np.argmax(removal)),
+        restore_correlation=rank_correlation(attribution, restore),
+        restore_top_agrees=bool(np.argmax(attribution) == np.argmax(restore)))
 
 
 # -- channels ------------------------------------------------------------------------------------------------
@@ -219,8 +222,9 @@ def channel_deletion(model, x, layer: str, values, classes: Sequence[int], *, sc
     if len(classes) == 1:
         probs = torch.softmax(out.double(), 1)[:, int(classes[0])].cpu().numpy()
     rows = s[1:].reshape(len(ks), 1 + n_random)
-    result = ChannelDeletion(model.layer(layer).name, score, method, [int(v) for v in classes], int(k), ks,
-                             float(s[0]), rows[:, 0], rows[:, 1:].mean(1), channels=[int(v) for v in order[:k]])
+    result = ChannelDeletion(layer=model.layer(layer).name, score=score, method=method,
+                             classes=[int(v) for v in classes], k=int(k), ks=ks, full=float(s[0]), top=rows[:, 0],
+                             random=rows[:, 1:].mean(1), channels=[int(v) for v in order[:k]])
     if probs is not None:
         pr = probs[1:].reshape(len(ks), 1 + n_random)
         i = ks.index(int(k))
@@ -311,8 +315,9 @@ def spatial_deletion(model, x, layer: str, attribution_map, classes: Sequence[in
     masks = torch.as_tensor(np.stack(masks), dtype=act.dtype, device=act.device).view(-1, 1, h, w)
     out = run_batch(model, x, layer, act[None] * masks)
     s = score_fn(score, classes)(out).double().cpu().numpy().reshape(len(orders), 2, steps + 1)
-    result = SpatialDeletion(model.layer(layer).name, score, method, [int(v) for v in classes], counts / n,
-                             s[0, 0], s[1:, 0].mean(0), s[0, 1], s[1:, 1].mean(0))
+    result = SpatialDeletion(layer=model.layer(layer).name, score=score, method=method,
+                             classes=[int(v) for v in classes], fractions=counts / n, deletion=s[0, 0],
+                             deletion_random=s[1:, 0].mean(0), insertion=s[0, 1], insertion_random=s[1:, 1].mean(0))
     if len(classes) == 1:
         pr = torch.softmax(out.double(), 1)[:, int(classes[0])].cpu().numpy().reshape(len(orders), 2, steps + 1)
         result.deletion_prob, result.deletion_random_prob = pr[0, 0], pr[1:, 0].mean(0)

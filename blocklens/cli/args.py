@@ -99,11 +99,9 @@ def add_icon_options(p: argparse.ArgumentParser, no_icons: str) -> None:
 def icon_recipe(args, model) -> dict:
     """The icon recipe of :func:`add_icon_options`' flags: the preset (by the model's device when none is given)
     with ``--size`` / ``--steps`` over it."""
-    from ..recipes import PRESETS, default_preset
+    from ..recipes import preset_options
 
-    recipe = dict(PRESETS[args.preset or default_preset(model)]["icons"])
-    recipe.update({k: v for k, v in (("size", args.size), ("steps", args.steps)) if v is not None})
-    return recipe
+    return preset_options(args.preset, "icons", model, size=args.size, steps=args.steps)
 
 
 def open_store(args):
@@ -122,19 +120,13 @@ def open_store(args):
 
 def recipe_args(args, default_preset: str | None) -> dict | None:
     """Recipe overrides from --preset/--size/--steps/--seed; None when none was given and there is no default."""
-    from ..recipes import PRESETS
-    from ..recipes import default_preset as by_device
+    from ..recipes import preset_options
 
     preset = args.preset or default_preset
     if preset is None and args.size is None and args.steps is None and args.seed is None:
         return None
-    if preset in (None, "device"):
-        preset = by_device()
-    over = dict(PRESETS[preset]["icons"])
-    for k in ("size", "steps", "seed"):
-        if getattr(args, k) is not None:
-            over[k] = getattr(args, k)
-    return over
+    return preset_options(None if preset == "device" else preset, "icons", size=args.size, steps=args.steps,
+                          seed=args.seed)  # preset None: the device's
 
 
 def print_help(p: argparse.ArgumentParser) -> int:

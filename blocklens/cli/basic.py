@@ -162,16 +162,15 @@ def cmd_vis(args) -> int:
 
     model = load_model_arg(args, renders=True)
     targets = [parse_target(model, t) for t in args.targets]  # all checked before any work starts
-    from ..recipes import PRESETS, default_preset
+    from ..recipes import default_preset, preset_options
 
     preset = args.preset or default_preset(model)
-    recipe = {**PRESETS[preset]["icons"], **{k: v for k, v in (("size", args.size), ("steps", args.steps),
-                                                                ("seed", args.seed)) if v is not None}}
+    recipe = preset_options(preset, "icons", size=args.size, steps=args.steps, seed=args.seed)
     if not args.json:
         print(f"{model.name}: {preset} preset ({recipe['size']} px, {recipe['steps']} steps)"
               + ("" if args.preset else f", chosen for the {model.device.type.upper()}"), file=sys.stderr)
     got = icons(model, targets, store=False if args.no_cache else args.store, batch=args.batch,
-                progress=False if args.no_progress else None, refresh=args.refresh, **recipe)
+                progress=False if args.no_progress else None, refresh=args.refresh, preset=preset, **recipe)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

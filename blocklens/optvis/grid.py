@@ -46,7 +46,7 @@ from ..images import ImageLike
 from . import objectives as obj
 from .param import spectrum_scale, standardize_colour, to_valid_rgb
 from .rescue import relu_rescue, rescue_on
-from .render import fast_layout
+from .render import contrast_ramp, fast_layout
 from .transforms import standard_transforms
 from ..probe import LayerInfo
 from ..analyses.common import MAX_POSITIONS, check_positions, prepare, spatial_layer, to_jsonable
@@ -292,12 +292,113 @@ class ActivationGrid:
         ch, cw = meta["cell"]
         cells = (pixels[..., :3].astype(np.float32) / 255).reshape(h, ch, w, cw, 3).transpose(0, 2, 1, 3, 4)
         loadings = None if meta.get("loadings") is None else np.asarray(meta["loadings"], dtype=np.float32)
-        return cls(meta["layer"], (h, w), np.ascontiguousarray(cells), np.zeros((0, 0), np.float32),
-                   np.asarray(meta["magnitude"], dtype=np.float32), np.asarray(meta["history"], dtype=np.float32),
-                   dict(meta["recipe"]), loadings)
+        return cls(layer=meta["layer"], shape=(h, w), cells=np.ascontiguousarray(cells),
+                   vectors=np.zeros((0, 0), np.float32), magnitude=np.asarray(meta["magnitude"], dtype=np.float32),
+                   history=np.asarray(meta["history"], dtype=np.float32), recipe=dict(meta["recipe"]),
+                   loadings=loadings)
 
 
 # --- the analysis ------------------------------------------------------------------------------------------
+
+
+def _grid_vectors(model, prepared, info: LayerInfo, n_groups: int,
+                  seed: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, dict[str, Any]]:
+    """What the cells are optimized toward: ``(vectors, magnitude, loadings, factorization info)`` of the layer's
+    activations ``A`` ``(C, H, W)`` for the image: the vectors ``A[:, y, x]`` ``(H*W, C)`` row-major, their norms
+    over the largest ``(H, W)``, and :func:`group_loadings`."""
+    acts = model.activations(prepared.x, [info])[info.name][0]                   # (C, H, W)
+    c, h, w = acts.shape
+    vectors = acts.reshape(c, h * w).T.contiguous().float()                      # (N, C), n = y * W + x
+    norms = vectors.norm(dim=1)
+    magnitude = (norms / norms.max().clamp_min(1e-12)).reshape(h, w)
+    loadings, factor_info = group_loadings(acts.cpu().numpy(), n_groups, seed=seed)
+    return vectors, magnitude, loadings, factor_info
+
+
+@dataclass
+class _GridLoop:
+    """The activation grid's optimization: its settings, and its state (the optimizer, the generators that pick
+    the cells and draw the transforms, the history, the first stuck step)."""
+
+    model: Any
+    info: LayerInfo
+    grid: GridImage
+    targets: torch.Tensor  # (N, C) on the model's device
+    steps: int
+    batch_cells: int
+    cossim_pow: float
+    lr: float
+    seed: int
+    rescue_steps: int
+    contrast: float | None
+    params: list = field(init=False)
+    opt: torch.optim.Optimizer = field(init=False)
+    tf: nn.Module = field(init=False)
+    tf_gen: torch.Generator = field(init=False)    # the transforms' draws, seeded with ``seed``
+    pick_gen: torch.Generator = field(init=False)  # the cells of each step, seeded with ``seed + 1``
+    history: np.ndarray = field(init=False)        # (steps,): the mean objective over the step's cells
+    stuck_at: int | None = field(init=False, default=None)  # the first step a picked cell got no gradient
+
+    def __post_init__(self):
+        self.params = [self.grid.own, self.grid.groups]
+        self.opt = torch.optim.Adam(self.params, lr=self.lr)
+        self.tf = standard_transforms()
+        self.tf_gen = torch.Generator().manual_seed(self.seed)
+        self.pick_gen = torch.Generator().manual_seed(self.seed + 1)
+        self.history = np.zeros(self.steps, dtype=np.float32)
+
+    @property
+    def n(self) -> int:
+        return self.grid.n_cells
+
+    @property
+    def bsize(self) -> int:
+        """The cells optimized per step."""
+        return min(int(self.batch_cells), self.n)
+
+    def step(self, step: int, probe, rescue) -> None:
+        """One step: a random batch of cells through the transforms, toward their vectors."""
+        rescue.active = rescue_on(step, self.rescue_steps, self.stuck_at)
+        if self.contrast is not None:  # the icons' contrast ramp: a photograph's contrast, blended in
+            self.grid.standardize = contrast_ramp(self.contrast, step, self.steps)
+        idx = torch.randperm(self.n, generator=self.pick_gen)[:self.bsize].to(self.model.device)
+        imgs = self.grid(idx)                                                     # (B, 3, cell, cell)
+        probe.run(fast_layout(self.model.input_from_rgb(self.tf(imgs, generator=self.tf_gen))), stop=True)
+        name = self.info.name
+        objective = obj.direction(name, self.targets[idx], cossim_pow=self.cossim_pow)
+        values = objective(obj.Context({name: probe.activations[name]}, imgs))  # (B,)
+        grads = torch.autograd.grad(-values.sum(), self.params)
+        for p, g in zip(self.params, grads):
+            p.grad = g
+        if self.stuck_at is None and bool((grads[0][idx].flatten(1).abs().amax(1) == 0).any()):
+            self.stuck_at = step
+        self.opt.step()
+        self.history[step] = float(values.detach().mean())
+
+    def run(self, bar, show: bool, on_batch=None) -> None:
+        """Every step, with the dead-ReLU rescue and the probe of the layer in place."""
+        with relu_rescue(self.model.module) as rescue, self.model.probe([self.info], grad=True) as probe:
+            for step in range(self.steps):
+                self.step(step, probe, rescue)
+                bar.update(1)
+                if on_batch is not None and ((step + 1) % 8 == 0 or step + 1 == self.steps):
+                    on_batch(step + 1, self.steps)
+                if show and step % 16 == 0:
+                    bar.set_postfix(objective=f"{self.history[step]:.3g}")
+
+    def rendered(self) -> torch.Tensor:
+        """Every cell ``(N, 3, cell, cell)`` without transforms, 128 at a time."""
+        with torch.no_grad():
+            return torch.cat([self.grid(torch.arange(i, min(i + 128, self.n), device=self.model.device))
+                              for i in range(0, self.n, 128)])
+
+
+def _tiled_cells(rendered: torch.Tensor, shape: tuple[int, int], border: int) -> np.ndarray:
+    """``(N, 3, cell, cell)`` rendered cells -> ``(H, W, cell - 2*border, cell - 2*border, 3)`` float32."""
+    h, w = shape
+    cell = rendered.shape[-1]
+    cropped = rendered[:, :, border:cell - border, border:cell - border] if border else rendered
+    return cropped.permute(0, 2, 3, 1).reshape(h, w, *cropped.shape[2:], 3).cpu().numpy().astype(np.float32)
 
 
 def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerInfo, *, cell: int = 48,
@@ -330,71 +431,28 @@ def activation_grid(model, image: ImageLike | torch.Tensor, layer: str | LayerIn
     if steps < 1 or batch_cells < 1:
         raise BlocklensError(f"steps and batch_cells must be >= 1 (got steps={steps}, batch_cells={batch_cells})")
     _check_cell(model, info, int(cell), int(border))
-    prepared = prepare(model, image)
-    device = model.device
-
-    acts = model.activations(prepared.x, [info])[info.name][0]                   # (C, H, W)
-    c, h, w = acts.shape
-    n = h * w
-    vectors = acts.reshape(c, n).T.contiguous().float()                          # (N, C), n = y * W + x
-    norms = vectors.norm(dim=1)
-    magnitude = (norms / norms.max().clamp_min(1e-12)).reshape(h, w)
-    loadings, factor_info = group_loadings(acts.cpu().numpy(), n_groups, seed=seed)
-
-    grid = GridImage(loadings, cell, seed=seed).to(device)
-    params = [grid.own, grid.groups]
-    opt = torch.optim.Adam(params, lr=lr)
-    tf = standard_transforms()
-    tf_gen = torch.Generator().manual_seed(seed)
-    pick_gen = torch.Generator().manual_seed(seed + 1)
-    targets = vectors.to(device)
-    bsize = min(int(batch_cells), n)
-    history = np.zeros(steps, dtype=np.float32)
+    vectors, magnitude, loadings, factor_info = _grid_vectors(model, prepare(model, image), info, n_groups, seed)
+    loop = _GridLoop(model, info, GridImage(loadings, cell, seed=seed).to(model.device), vectors.to(model.device),
+                     steps=steps, batch_cells=batch_cells, cossim_pow=cossim_pow, lr=lr, seed=seed,
+                     rescue_steps=rescue_steps, contrast=contrast)
     show = sys.stderr.isatty() if progress is None else bool(progress)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=steps, desc=f"grid {info.name}", disable=not show, leave=False, unit="step")
     try:
-        with relu_rescue(model.module) as rescue, model.probe([info], grad=True) as probe:
-            stuck_at = None  # the first step in which a picked cell got no gradient of its own
-            for step in range(steps):
-                rescue.active = rescue_on(step, rescue_steps, stuck_at)
-                if contrast is not None:  # the icons' contrast ramp: a photograph's contrast, blended in
-                    grid.standardize = 1.0 if contrast <= 0 else min(1.0, step / (contrast * steps))
-                idx = torch.randperm(n, generator=pick_gen)[:bsize].to(device)
-                imgs = grid(idx)                                                  # (B, 3, cell, cell)
-                probe.run(fast_layout(model.input_from_rgb(tf(imgs, generator=tf_gen))), stop=True)
-                objective = obj.direction(info.name, targets[idx], cossim_pow=cossim_pow)
-                values = objective(obj.Context({info.name: probe.activations[info.name]}, imgs))  # (B,)
-                grads = torch.autograd.grad(-values.sum(), params)
-                for p, g in zip(params, grads):
-                    p.grad = g
-                if stuck_at is None and bool((grads[0][idx].flatten(1).abs().amax(1) == 0).any()):
-                    stuck_at = step
-                opt.step()
-                history[step] = float(values.detach().mean())
-                bar.update(1)
-                if on_batch is not None and ((step + 1) % 8 == 0 or step + 1 == steps):
-                    on_batch(step + 1, steps)
-                if show and step % 16 == 0:
-                    bar.set_postfix(objective=f"{history[step]:.3g}")
-        with torch.no_grad():
-            rendered = torch.cat([grid(torch.arange(i, min(i + 128, n), device=device))
-                                  for i in range(0, n, 128)])                    # (N, 3, cell, cell)
+        loop.run(bar, show, on_batch)
+        rendered = loop.rendered()
     finally:
         bar.close()
-
-    b = int(border)
-    cropped = rendered[:, :, b:cell - b, b:cell - b] if b else rendered
-    cells = cropped.permute(0, 2, 3, 1).reshape(h, w, *cropped.shape[2:], 3).cpu().numpy().astype(np.float32)
-    recipe = dict(model=model.name, layer=info.name, cell=int(cell), border=b, steps=int(steps),
-                  n_groups=int(n_groups), batch_cells=bsize, cossim_pow=float(cossim_pow), lr=float(lr),
+    shape = tuple(magnitude.shape)
+    recipe = dict(model=model.name, layer=info.name, cell=int(cell), border=int(border), steps=int(steps),
+                  n_groups=int(n_groups), batch_cells=loop.bsize, cossim_pow=float(cossim_pow), lr=float(lr),
                   seed=int(seed), rescue_steps=int(rescue_steps), transforms="standard", param="fft", contrast=contrast,
                   own_weight=OWN_WEIGHT, group_weight=GROUP_WEIGHT,
                   nmf_relative_error=float(factor_info["relative_error"]), nmf_signed=bool(factor_info["signed"]))
-    return ActivationGrid(layer=info.name, shape=(h, w), cells=cells, vectors=vectors.cpu().numpy(),
-                          magnitude=magnitude.cpu().numpy().astype(np.float32), history=history, recipe=recipe,
-                          loadings=loadings)
+    return ActivationGrid(layer=info.name, shape=shape, cells=_tiled_cells(rendered, shape, int(border)),
+                          vectors=vectors.cpu().numpy(), magnitude=magnitude.cpu().numpy().astype(np.float32),
+                          history=loop.history, recipe=recipe, loadings=loadings)
 
 
 # --- fidelity ----------------------------------------------------------------------------------------------

@@ -142,6 +142,144 @@ def _objective_for(model, targets) -> tuple[obj.Objective, list[str], list[Targe
     return total, [t.label for t in parsed], parsed, len(parsed)
 
 
+def _batch_for(model, targets, batch: int | None) -> tuple[obj.Objective, list[str], list[Target | None], int]:
+    """(objective, names, targets, batch): :func:`_objective_for` with the batch size checked against the targets."""
+    objective, names, parsed, n = _objective_for(model, targets)
+    batch = batch or n or 1
+    if n and batch != n:
+        raise BlocklensError(f"batch={batch} but {n} targets were given (one image per target)")
+    return objective, names, parsed, batch
+
+
+def _coarse_switch(coarse: float | None, param, steps: int) -> int | None:
+    """Coarse-to-fine: the step at which the half-size image is upsampled to full size (None: no switch)."""
+    if not coarse:
+        return None
+    if param != "fft":
+        raise BlocklensError(f"coarse={coarse} needs param='fft' (the image is upsampled in Fourier space)")
+    if not 0 < coarse < 1:
+        raise BlocklensError(f"coarse is the share of the steps spent at half the size, in (0, 1); got {coarse}")
+    return max(1, min(steps - 1, round(coarse * steps)))
+
+
+def contrast_ramp(contrast: float, step: int, steps: int) -> float:
+    """The contrast ramp's weight at ``step``: 1 at once for ``contrast <= 0``, else rising linearly to 1 over the
+    first ``contrast`` share of the steps."""
+    return 1.0 if contrast <= 0 else min(1.0, step / (contrast * steps))
+
+
+def _composite(imgs: torch.Tensor, bg_gen: torch.Generator, batch: int, device) -> torch.Tensor:
+    """The RGB the model sees of ``imgs`` ``(B, 3 or 4, H, W)``: with alpha, composited on a random uniform
+    background (one draw of ``batch`` colours from ``bg_gen``), so alpha must earn its place."""
+    rgb = imgs[:, :3]
+    if imgs.shape[1] == 4:
+        bg = torch.rand(batch, 3, 1, 1, generator=bg_gen).to(device)
+        rgb = rgb * imgs[:, 3:] + bg * (1 - imgs[:, 3:])
+    return rgb
+
+
+@dataclass
+class _RenderLoop:
+    """The render loop: its settings, and its state (the image, its optimizer, the history, the stuck images)."""
+
+    model: Any
+    objective: obj.Objective
+    image: nn.Module
+    batch: int
+    steps: int
+    size: int
+    lr: float
+    seed: int
+    tf: nn.Module
+    rescue_steps: int
+    contrast: float | None
+    switch: int | None
+    params: list = field(init=False)
+    opt: torch.optim.Optimizer = field(init=False)
+    history: np.ndarray = field(init=False)       # (steps, B): the objective per image per step
+    zero_steps: np.ndarray = field(init=False)    # (B,): steps in which an image got no gradient
+    stuck_at: int | None = field(init=False, default=None)  # the first step in which some image got none
+    gen: torch.Generator = field(init=False)      # the transforms' draws, seeded with ``seed``
+    bg_gen: torch.Generator = field(init=False)   # the alpha backgrounds' draws, seeded with ``seed + 1``
+    infos: dict = field(init=False)               # {layer: LayerInfo} of the layers the objective reads
+    needs_output: bool = field(init=False)        # whether it reads the model's output too
+
+    def __post_init__(self):
+        self.restart(self.image)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.bg_gen = torch.Generator().manual_seed(self.seed + 1)
+        self.infos = {name: self.model.layer(name) for name in sorted(self.objective.layers - {obj.OUTPUT})}
+        self.needs_output = self.objective.needs_output
+        self.history = np.zeros((self.steps, self.batch), dtype=np.float32)
+        self.zero_steps = np.zeros(self.batch, dtype=np.int64)
+
+    def restart(self, image: nn.Module) -> None:
+        """Optimize ``image`` from now on, with a fresh Adam over its trainable parameters."""
+        self.image = image
+        self.params = [p for p in image.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=self.lr)
+
+    def capped(self, through_cap: bool) -> dict:
+        """``{layer: capped module}`` for the layers whose output a capped rectifier (ReLU6) makes."""
+        if not through_cap:
+            return {}
+        capped = {name: capped_output(self.model.module, info.module) for name, info in self.infos.items()}
+        return {name: m for name, m in capped.items() if m is not None}
+
+    def values(self, probe, imgs: torch.Tensor, rescue, capped: dict, step: int) -> torch.Tensor:
+        """The objective ``(B,)`` of ``imgs``, through the transforms (one draw from the generator)."""
+        x = self.tf(_composite(imgs, self.bg_gen, self.batch, self.model.device), generator=self.gen)
+        out = probe.run(fast_layout(self.model.input_from_rgb(x)), stop=not self.needs_output)
+        acts = {name: probe.activations[info.name] for name, info in self.infos.items()}
+        if step == 0 and capped:
+            _check_capped(rescue, capped, acts)
+        if self.needs_output:
+            acts[obj.OUTPUT] = out
+        return self.objective(obj.Context(acts, imgs))
+
+    def set_gradients(self, grads, step: int) -> None:
+        """Hand ``grads`` to the parameters (zero where unused) and count the images that got none."""
+        for p, g in zip(self.params, grads):
+            p.grad = g if g is not None else torch.zeros_like(p)
+        if len(self.params) == 1 and self.params[0].shape[0] == self.batch:
+            stuck = (self.params[0].grad.flatten(1).abs().amax(1) == 0).cpu().numpy()
+            self.zero_steps += stuck
+            if stuck.any() and self.stuck_at is None:
+                self.stuck_at = step
+
+    def step(self, step: int, probe, rescue, capped: dict) -> None:
+        """One optimization step of every image."""
+        if step == self.switch:  # coarse-to-fine: continue at full size from the upsampled image
+            self.restart(self.image.upsampled(self.size))
+        rescue.active = rescue_on(step, self.rescue_steps, self.stuck_at)
+        if self.contrast is not None and hasattr(self.image, "standardize"):
+            self.image.standardize = contrast_ramp(self.contrast, step, self.steps)
+        imgs = self.image()
+        values = self.values(probe, imgs, rescue, capped, step)
+        grads = torch.autograd.grad(-values.sum(), self.params, allow_unused=True)
+        self.set_gradients(grads, step)
+        self.opt.step()
+        self.history[step] = values.detach().cpu().numpy()
+
+    def run(self, through_cap: bool, bar, show: bool) -> None:
+        """Every step, with the dead-ReLU rescue and the probe of the layers the objective reads in place."""
+        capped = self.capped(through_cap)
+        with relu_rescue(self.model.module, capped.values()) as rescue, \
+                Probe(self.model.module, list(self.infos.values()), grad=True) as probe:
+            for step in range(self.steps):
+                self.step(step, probe, rescue, capped)
+                bar.update(1)
+                if show and step % 16 == 0:
+                    bar.set_postfix(objective=f"{float(self.history[step].mean()):.3g}")
+
+    def final_images(self) -> np.ndarray:
+        """The images ``(B, H, W, C)`` float32 as shown (grey for a grey model), without transforms."""
+        with torch.no_grad():
+            imgs = self.image()
+            imgs = torch.cat([self.model.display_rgb(imgs[:, :3]), imgs[:, 3:]], dim=1)
+            return imgs.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
 def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.05, seed: int = 0,
            batch: int | None = None, param: str | nn.Module = "fft", decorrelate: bool = True,
            alpha: bool = False, transforms: Any = "standard", rescue_steps: int = 16, through_cap: bool = True,
@@ -158,85 +296,35 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
     """
     if steps < 1 or size < 8:
         raise BlocklensError(f"steps must be >= 1 and size >= 8 (got steps={steps}, size={size})")
-    objective, names, parsed, n = _objective_for(model, targets)
-    batch = batch or n or 1
-    if n and batch != n:
-        raise BlocklensError(f"batch={batch} but {n} targets were given (one image per target)")
-    device = model.device
+    objective, names, parsed, batch = _batch_for(model, targets, batch)
     seeds = [seed] * batch if same_init else [seed + b for b in range(batch)]
-    switch = None  # coarse-to-fine: the step at which the half-size image is upsampled to full size
-    if coarse:
-        if param != "fft":
-            raise BlocklensError(f"coarse={coarse} needs param='fft' (the image is upsampled in Fourier space)")
-        if not 0 < coarse < 1:
-            raise BlocklensError(f"coarse is the share of the steps spent at half the size, in (0, 1); got {coarse}")
-        switch = max(1, min(steps - 1, round(coarse * steps)))
+    switch = _coarse_switch(coarse, param, steps)
     start_size = max(8, size // 2) if switch else size
-    image = _make_param(param, batch, start_size, decorrelate, alpha, seeds, decay_power).to(device)
-    tf = _make_transforms(transforms, size)
-    params = [p for p in image.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    bg_gen = torch.Generator().manual_seed(seed + 1)
-
-    asked = sorted(objective.layers - {obj.OUTPUT})
-    infos = {name: model.layer(name) for name in asked}
-    needs_output = objective.needs_output
-    history = np.zeros((steps, batch), dtype=np.float32)
-    zero_steps = np.zeros(batch, dtype=np.int64)
+    image = _make_param(param, batch, start_size, decorrelate, alpha, seeds, decay_power).to(model.device)
+    loop = _RenderLoop(model, objective, image, batch=batch, steps=steps, size=size, lr=lr, seed=seed,
+                       tf=_make_transforms(transforms, size), rescue_steps=rescue_steps, contrast=contrast,
+                       switch=switch)
     show = sys.stderr.isatty() if progress is None else progress
     from tqdm.auto import tqdm
 
     bar = tqdm(total=steps, desc=desc, disable=not show, leave=False, unit="step")
     try:
-        capped = {name: capped_output(model.module, info.module) for name, info in infos.items()} if through_cap else {}
-        capped = {name: m for name, m in capped.items() if m is not None}
-        with relu_rescue(model.module, capped.values()) as rescue, \
-                Probe(model.module, list(infos.values()), grad=True) as probe:
-            stuck_at = None  # the first step in which some image got no gradient
-            for step in range(steps):
-                if step == switch:  # coarse-to-fine: continue at full size from the upsampled image
-                    image = image.upsampled(size)
-                    params = [p for p in image.parameters() if p.requires_grad]
-                    opt = torch.optim.Adam(params, lr=lr)
-                rescue.active = rescue_on(step, rescue_steps, stuck_at)
-                if contrast is not None and hasattr(image, "standardize"):
-                    image.standardize = 1.0 if contrast <= 0 else min(1.0, step / (contrast * steps))
-                imgs = image()
-                rgb = imgs[:, :3]
-                if imgs.shape[1] == 4:  # composite on a random uniform background, so alpha must earn its place
-                    bg = torch.rand(batch, 3, 1, 1, generator=bg_gen).to(device)
-                    rgb = rgb * imgs[:, 3:] + bg * (1 - imgs[:, 3:])
-                x = tf(rgb, generator=gen)
-                out = probe.run(fast_layout(model.input_from_rgb(x)), stop=not needs_output)
-                acts = {name: probe.activations[info.name] for name, info in infos.items()}
-                if step == 0 and capped:
-                    _check_capped(rescue, capped, acts)
-                if needs_output:
-                    acts[obj.OUTPUT] = out
-                values = objective(obj.Context(acts, imgs))
-                grads = torch.autograd.grad(-values.sum(), params, allow_unused=True)
-                for p, g in zip(params, grads):
-                    p.grad = g if g is not None else torch.zeros_like(p)
-                if len(params) == 1 and params[0].shape[0] == batch:
-                    stuck = (params[0].grad.flatten(1).abs().amax(1) == 0).cpu().numpy()
-                    zero_steps += stuck
-                    if stuck.any() and stuck_at is None:
-                        stuck_at = step
-                opt.step()
-                history[step] = values.detach().cpu().numpy()
-                bar.update(1)
-                if show and step % 16 == 0:
-                    bar.set_postfix(objective=f"{float(history[step].mean()):.3g}")
-        with torch.no_grad():
-            imgs = image()
-            imgs = torch.cat([model.display_rgb(imgs[:, :3]), imgs[:, 3:]], dim=1)  # grey for a grey model
-            final = imgs.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+        loop.run(through_cap, bar, show)
+        final = loop.final_images()
     finally:
         bar.close()
-    recipe = dict(size=size, steps=steps, lr=lr, seed=seed, param=param if isinstance(param, str) else "custom",
-                  decorrelate=decorrelate, alpha=alpha,
-                  transforms=transforms if isinstance(transforms, str) or transforms is None else "custom",
-                  rescue_steps=rescue_steps, through_cap=through_cap, decay_power=decay_power, contrast=contrast,
-                  coarse=coarse)
-    return RenderResult(final, history, names, recipe, zero_steps, parsed)
+    recipe = _render_recipe(size=size, steps=steps, lr=lr, seed=seed, param=param, decorrelate=decorrelate,
+                            alpha=alpha, transforms=transforms, rescue_steps=rescue_steps, through_cap=through_cap,
+                            decay_power=decay_power, contrast=contrast, coarse=coarse)
+    return RenderResult(images=final, history=loop.history, names=names, recipe=recipe,
+                        zero_grad_steps=loop.zero_steps, targets=parsed)
+
+
+def _render_recipe(*, size, steps, lr, seed, param, decorrelate, alpha, transforms, rescue_steps, through_cap,
+                   decay_power, contrast, coarse) -> dict[str, Any]:
+    """The recipe a render reports: its settings, a custom parameterization or transforms as "custom"."""
+    return dict(size=size, steps=steps, lr=lr, seed=seed, param=param if isinstance(param, str) else "custom",
+                decorrelate=decorrelate, alpha=alpha,
+                transforms=transforms if isinstance(transforms, str) or transforms is None else "custom",
+                rescue_steps=rescue_steps, through_cap=through_cap, decay_power=decay_power, contrast=contrast,
+                coarse=coarse)
