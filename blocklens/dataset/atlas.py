@@ -246,5 +246,6 @@ def activation_atlas(model, layer: str, index, grid: int = 20, *, min_points: in
         patch, _ = crop_patch(model, index, img, y, x, name)
         return patch, index.images[img]
 
-    return ActivationAtlas(model.name, name, index.key, grid, unit, cells, opts, L.sample_images,
-                           L.sample_positions, examples)
+    return ActivationAtlas(model=model.name, layer=name, index_key=index.key, grid=grid, layout=unit, cells=cells,
+                           options=opts, sample_images=L.sample_images, sample_positions=L.sample_positions,
+                           examples=examples)

@@ -148,11 +148,13 @@ def dataset_examples(model, layer: str, unit: int, index, k: int | None = None, 
             img = int(getattr(L, tag + "_img")[unit, j])
             y, x = int(getattr(L, tag + "_y")[unit, j]), int(getattr(L, tag + "_x")[unit, j])
             patch, box = crop_patch(model, index, img, y, x, name)
-            out.append(Example(img, index.images[img], y, x, float(getattr(L, tag + "_val")[unit, j]), box, patch))
+            out.append(Example(image=img, path=index.images[img], y=y, x=x,
+                               value=float(getattr(L, tag + "_val")[unit, j]), box=box, patch=patch))
         return out
 
-    return DatasetExamples(name, int(unit), index.key, row("top"), row("bot") if want_bottom else [],
-                           int(L.info["receptive_field"]["size"]), L.signed)
+    return DatasetExamples(layer=name, unit=int(unit), index_key=index.key, top=row("top"),
+                           bottom=row("bot") if want_bottom else [],
+                           receptive_field=int(L.info["receptive_field"]["size"]), signed=L.signed)
 
 
 def examples_data(model, expl, index, k: int = 6, size: int = 56) -> dict:

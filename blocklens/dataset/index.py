@@ -463,9 +463,11 @@ class _Plan:
     def shards(self, loader_workers: int | None = None) -> list[Shard]:
         c = self.opts["chunk"]
         spans = [list(range(s, min(s + c, len(self.images)))) for s in range(0, len(self.images), c)]
-        return [Shard(n, len(ids), IndexChunk(str(self.root), [self.images[i] for i in ids], ids, self.names,
-                                              self.opts["k"], self.opts["samples"], self.opts["seed"],
-                                              self.opts["classes"], loader_workers), _shard_rel(self.key, n))
+        o = self.opts
+        return [Shard(n, len(ids), IndexChunk(folder=str(self.root), images=[self.images[i] for i in ids], ids=ids,
+                                              layers=self.names, k=o["k"], samples=o["samples"], seed=o["seed"],
+                                              classes=o["classes"], loader_workers=loader_workers),
+                      _shard_rel(self.key, n))
                 for n, ids in enumerate(spans)]
 
 
@@ -485,7 +487,8 @@ def _plan(folder, model, layers, opts: dict) -> _Plan:
     names = [i.name for i in infos]
     fkey, digests = folder_digests(root, images)
     key = index_key(model.fingerprint, names, fkey, model.preprocessing, opts)
-    return _Plan(root, images, ignored, fkey, digests, names, infos, opts, key)
+    return _Plan(root=root, images=images, ignored=ignored, fkey=fkey, digests=digests, names=names, infos=infos,
+                 opts=opts, key=key)
 
 
 def build_index(folder: str | os.PathLike, model: Any = "efficientnet_lite0", layers: Sequence[str] | None = None,

@@ -238,7 +238,8 @@ def run_shards(shards: Sequence[Shard], fn: Callable, *, worker: WorkerRef, back
     total = sum(s.size for s in shards if s.index in present) + sum(s.size for s in todo)
     with Tracker(phase, total, on_progress=on_progress, show=show, desc=desc, unit=unit) as tracker:
         tracker.update(sum(s.size for s in shards if s.index in present))
-        state = _Round(store, report, tracker, on_result, on_error, say, label or (lambda s: f"shard {s.index}"), t0)
+        state = _Round(store=store, report=report, tracker=tracker, on_result=on_result, on_error=on_error, say=say,
+                       label=label or (lambda s: f"shard {s.index}"), t0=t0)
         tasks = [ShardTask(fn, s, worker, store.url, dict(store.storage_options), write) for s in todo]
         for attempt in range(retry_lost + 1):
             state.retry = attempt < retry_lost

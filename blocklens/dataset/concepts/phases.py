@@ -141,7 +141,8 @@ def scan(engine: Engine, info, root: Path, images: list[str], labels: list[int],
                     seed, labels, model.input_size, model.resize], compact=False)
     spans = engine.spans(len(images))
     scans = engine.run("scan", f"{CONCEPTS_DIR}/{key}/scan", [
-        ScanChunk(str(root), info.name, c_idx, v_idx, images[a:b], labels[a:b], positions, seed) for a, b in spans],
+        ScanChunk(folder=str(root), layer=info.name, cls=c_idx, vs=v_idx, images=images[a:b], classes=labels[a:b],
+                  positions=positions, seed=seed) for a, b in spans],
         scan_chunk)
     ok = np.concatenate([sc["ok"] for sc in scans]).astype(bool)
     pred = np.full(len(images), -1, np.int64)
@@ -194,7 +195,8 @@ def measure(engine: Engine, info, root: Path, sc: Scan, factors: Factors, c_idx:
     mkey = hashlib.sha256(sc.key.encode() + comps.astype(np.float32).tobytes() + measure_ids.tobytes()).hexdigest()[:16]
     m_images = [sc.images[i] for i in measure_ids]
     measured = engine.run("measure", f"{CONCEPTS_DIR}/{sc.key}/{mkey}/measure", [
-        MeasureChunk(str(root), info.name, c_idx, v_idx, m_images[a:b], comps.astype(np.float32), roles[a:b])
+        MeasureChunk(folder=str(root), layer=info.name, cls=c_idx, vs=v_idx, images=m_images[a:b],
+                     components=comps.astype(np.float32), roles=roles[a:b])
         for a, b in engine.spans(len(m_images))], measure_chunk)
     cat = {name: np.concatenate([m[name] for m in measured]) for name in measured[0] if name != "ok"}
     m_ok = np.concatenate([m["ok"] for m in measured]).astype(bool)

@@ -116,8 +116,8 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
     scan_images = [images[i] for i in scan_ids]
     scan_labels = [int(labels[i]) if labels is not None else -1 for i in scan_ids]
     show = sys.stderr.isatty() if progress is None else progress
-    engine = Engine(model, backend.worker_ref(model, spec, weights, loader), backend, store, chunk, show, on_progress,
-                    say)
+    engine = Engine(model=model, worker=backend.worker_ref(model, spec, weights, loader), backend=backend,
+                    store=store, chunk=chunk, show=show, on_progress=on_progress, say=say)
     say(f"concepts of {model.labels[c_idx]!r} at {info.name} of {model.name}: {len(scan_images)} images of {root} "
         f"to scan (labels from {labels_from}), chunks of {chunk} in {store.url}, on {backend.describe()}")
     times = {}
