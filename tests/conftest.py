@@ -186,3 +186,18 @@ def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-5, err_m
     finite = e[np.isfinite(e)]
     scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
     np.testing.assert_allclose(a, e, rtol=rtol, atol=atol * scale, err_msg=err_msg)
+
+
+def kill_9_after(proc, finished, count: int, timeout: float = 120) -> None:
+    """Wait until ``finished()`` (how many pieces a running subprocess ``proc`` has written) reaches ``count``,
+    then kill it with SIGKILL; fails when the run ended before that."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and finished() < count:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    proc.stderr.close()

@@ -1,10 +1,8 @@
 """The activation index: exact top-k against a direct computation, kill -9 and resume, unreadable files."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 from PIL import Image, ImageOps
 
 import blocklens as bl
+from conftest import kill_9_after
 from blocklens.errors import BlocklensError
 from blocklens.images import bundled_images
 from blocklens.dataset.index import build_index, folder_key, list_indexes, load_index
@@ -180,17 +179,7 @@ def test_kill_9_mid_run_then_resume_gives_the_uninterrupted_index(tmp_path, lite
     cmd = [sys.executable, "-m", "blocklens", "index", str(folder), "--layers", "blocks.7", "--store", str(store),
            "--chunk", "1", "--k", "3", "--classes", "2", "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    shards = []
-    while time.time() < deadline and proc.poll() is None:
-        shards = list(store.glob("index/*/shards/[0-9]*.npz"))
-        if len(shards) >= 4:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    proc.stderr.close()
+    kill_9_after(proc, lambda: len(list(store.glob("index/*/shards/[0-9]*.npz"))), 4)
     n_shards = len(list(store.glob("index/*/shards/[0-9]*.npz")))  # finished shards, not a .tmp- write in flight
     assert 4 <= n_shards < 25
     assert not list(store.glob("index/*/manifest.json"))

@@ -4,7 +4,6 @@ and retries lost workers."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import fakejob
+from conftest import kill_9_after
 from blocklens.errors import BlocklensError
 from blocklens.jobs import Backend, Shard, WorkerRef, finished, read_shards, run_shards, shard_path
 from blocklens.store import IconStore
@@ -109,22 +109,14 @@ def test_kill_9_mid_run_then_resume_redoes_no_finished_shard(tmp_path):
         test_jobs.run(IconStore({str(store_dir)!r}), Backend(workers=2, threads=1), delay=0.4)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(store_dir.glob("fake/run/*.npz"))) >= 2:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    proc.stderr.close()
+    kill_9_after(proc, lambda: len(list(store_dir.glob("fake/run/[0-9]*.npz"))), 2)
     time.sleep(0.5)  # the workers die with their parent; give the kernel a moment
-    before = {p.name: p.stat().st_mtime_ns for p in store_dir.glob("fake/run/*.npz")}
+    before = {p.name: p.stat().st_mtime_ns for p in store_dir.glob("fake/run/[0-9]*.npz")}
     assert 2 <= len(before) < N
     store = IconStore(store_dir)
     report, seen = run(store, Backend(workers=0))
     assert (report.present, report.done, report.errors) == (len(before), N - len(before), [])
-    assert {p.name: p.stat().st_mtime_ns for p in store_dir.glob("fake/run/*.npz") if p.name in before} == before
+    assert {p.name: p.stat().st_mtime_ns for p in store_dir.glob("fake/run/[0-9]*.npz") if p.name in before} == before
     check_rising(seen)
     run(IconStore(tmp_path / "whole"), Backend(workers=0))
     check_same(store, IconStore(tmp_path / "whole"))
