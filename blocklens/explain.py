@@ -472,8 +472,8 @@ def finish(model, result: Explanation, store=None, *, progress: bool | None = No
                 _replan_missing(model, result, store)  # one vanished between the plan and now
                 planned = planned_targets(model, result)
             todo = [t for k, t in planned.items() if k not in got]
-            rendered = get_icons(model, todo, store=store, progress=progress, on_batch=cb,
-                                 batch=ICON_BATCH, **result.recipe["icons"])
+            rendered = get_icons(model, todo, store=store, progress=progress, on_batch=cb, batch=ICON_BATCH,
+                                 preset=result.preset, **result.recipe["icons"])
             got.update({i.key: i for i in rendered})
             result.rendered = counted.get("total", 0)
         result.icons.update(got)
