@@ -55,7 +55,7 @@ def test_dataset_examples_are_the_peak_patches(index, lite0, folder):
         assert float(a[e.y, e.x]) == pytest.approx(e.value, rel=1e-4, abs=1e-4)
     assert ex.signed and len(ex.bottom) == 4 and ex.bottom[0].value == pytest.approx(float(L.bot_val[7, 0]))
     j = ex.to_json(size=32)
-    assert j["top"][0]["src"].startswith("data:image/jpeg;base64,") and len(j["bottom"]) == 4
+    assert j["top"][0]["src"].startswith("data:image/webp;base64,") and len(j["bottom"]) == 4  # photo patches: WebP
     with pytest.raises(BlocklensError, match="out of range.*192 channels"):
         bl.dataset_examples(lite0, "blocks.11", 192, index)
     with pytest.raises(BlocklensError, match="indexed layer"):
@@ -108,7 +108,8 @@ def test_atlas_json_html_and_png(atlas, tmp_path):
     j = atlas.to_json()
     assert j["kind"] == "atlas" and len(j["cells"]) == len(atlas.cells)
     c0 = j["cells"][0]
-    assert c0["icon"].startswith("data:image/png") and len(c0["examples"]) == min(6, c0["count"])
+    assert c0["icon"].startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))  # 32 px: the smaller
+    assert c0["examples"][0]["src"].startswith("data:image/webp;base64,") and len(c0["examples"]) == min(6, c0["count"])
     assert c0["classes"] and set(c0["classes"][0]) == {"index", "label", "evidence"}
     json.dumps(j)
     html = atlas.save_html(tmp_path / "a.html").read_text()
@@ -185,7 +186,7 @@ def test_cli_explain_examples_puts_them_in_the_report(tiny_explanation, folder, 
     shown = {k for lr in data["layers"] for k in lr["channel_icons"].values()}
     assert set(data["examples"]) == shown
     one = next(iter(data["examples"].values()))
-    assert len(one["top"]) == 6 and one["top"][0]["src"].startswith("data:image/jpeg")
+    assert len(one["top"]) == 6 and one["top"][0]["src"].startswith("data:image/webp")
     assert data["examples_note"].startswith("dataset examples: index ")
 
     # without --examples: the store's index of this model is used by default, and the report says which

@@ -127,7 +127,7 @@ def test_json_report_and_a_warm_rerun_computes_nothing(marked, lite0, tmp_path, 
     d = result.to_json()
     json.dumps(d)
     assert d["kind"] == "concepts" and len(d["concepts"]) == result.k and d["crops"]
-    assert d["concepts"][0]["examples"][0]["src"].startswith("data:image/jpeg")
+    assert d["concepts"][0]["examples"][0]["src"].startswith("data:image/webp;base64,")  # photo patches: WebP
     html = result.save_html(tmp_path / "c.html").read_text()
     assert "Content-Security-Policy" in html and '"kind":"concepts"' in html
     monkeypatch.setattr(concepts_mod.phases, "scan_chunk", lambda *a, **k: pytest.fail("a finished scan was redone"))

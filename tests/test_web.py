@@ -57,7 +57,7 @@ def test_report_is_self_contained(tiny_explanation, tmp_path):
     assert "api/icons" not in text
     data = json.loads(re.search(r'<script type="application/json" id="blocklens-data">(.*?)</script>', text, re.S)[1])
     assert all(v.startswith("data:image/") for v in data["icons"].values())
-    assert data["image"].startswith("data:image/jpeg")
+    assert data["image"].startswith("data:image/webp")  # the photo
     path = save_report(e, tmp_path / "r" / "report.html")
     assert path.read_text() == text and not list(path.parent.glob(".*tmp"))
 

@@ -29,7 +29,7 @@ from PIL import Image
 from ..analyses.common import to_jsonable
 from ..errors import BlocklensError
 from ..iconcache import icons
-from ..images import png_data_uri
+from ..images import picture_data_uri
 from ..optvis.targets import direction_target
 from ..web.report import atlas_html
 from .examples import crop_patch
@@ -122,7 +122,8 @@ class ActivationAtlas:
         return None
 
     def to_json(self, images: bool = True, examples: int = 6, icon_size: int | None = None) -> dict:
-        """Plain data: the cells (with icons as PNG data URIs and ``examples`` patches each when ``images``)."""
+        """Plain data: the cells (with icons and ``examples`` patches each as ``data:`` URIs when ``images``; see
+        :func:`blocklens.images.picture_data_uri`)."""
         cells = []
         for c in self.cells:
             d = {"row": c.row, "col": c.col, "count": c.count, "samples": c.samples, "key": c.key,
@@ -132,13 +133,13 @@ class ActivationAtlas:
                     im = c.icon.to_pil()
                     if icon_size:
                         im = im.resize((icon_size, icon_size), Image.BILINEAR)
-                    d["icon"] = png_data_uri(im)
+                    d["icon"] = picture_data_uri(im, "icon")
                 if self.examples is not None:
                     ex = []
                     for s in c.samples[:examples]:
                         patch, path = self.examples(s)
-                        ex.append({"path": path, "sample": s, "src": png_data_uri(
-                            Image.fromarray(patch).resize((56, 56), Image.BILINEAR), "JPEG", quality=88)})
+                        ex.append({"path": path, "sample": s, "src": picture_data_uri(
+                            Image.fromarray(patch).resize((56, 56), Image.BILINEAR), "photo")})
                     d["examples"] = ex
             cells.append(d)
         return {"kind": "atlas", "model": self.model, "layer": self.layer, "index": self.index_key,

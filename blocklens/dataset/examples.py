@@ -37,7 +37,7 @@ class Example:
     patch: np.ndarray = field(repr=False)
 
     def to_json(self, size: int | None = 64) -> dict:
-        from ..images import png_data_uri
+        from ..images import picture_data_uri
 
         d = {"image": self.image, "path": self.path, "y": self.y, "x": self.x, "value": to_jsonable(self.value),
              "box": list(self.box)}
@@ -45,7 +45,7 @@ class Example:
             img = Image.fromarray(self.patch)
             if size and img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
-            d["src"] = png_data_uri(img, "JPEG", quality=88)
+            d["src"] = picture_data_uri(img, "photo")
         return d
 
 
@@ -67,10 +67,11 @@ class DatasetExamples:
                 "bottom": [e.to_json(size) for e in self.bottom]}
 
     def _repr_html_(self) -> str:
-        from ..images import png_data_uri
+        from ..images import picture_data_uri
 
+        src = picture_data_uri(self.sheet(), "photo")
         return (f'<div><b>{self.layer}:{self.unit}</b> dataset examples (top row: highest'
-                + (', bottom row: lowest' if self.bottom else '') + f')<br><img src="{png_data_uri(self.sheet())}"></div>')
+                + (', bottom row: lowest' if self.bottom else '') + f')<br><img src="{src}"></div>')
 
     def sheet(self, size: int = 64) -> Image.Image:
         """The top patches in one row, the bottom ones (if any) in a second."""

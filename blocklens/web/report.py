@@ -8,7 +8,7 @@ import html
 import json
 from pathlib import Path
 
-from ..images import png_data_uri
+from ..images import picture_data_uri
 from .bundle import bundle, stylesheet
 from .data import layer_sprites, page_data
 
@@ -23,21 +23,23 @@ def script_json(obj) -> str:
 
 
 def inline_data(expl, store=None) -> dict:
-    """The page document with every picture as a ``data:`` URI (icons PNG, grids and photo JPEG). With a
-    ``store`` that holds a layer's sprite sheet (``blocklens precompute``), the sheet is inlined once instead
-    of that layer's single icons."""
+    """The page document with every picture as a ``data:`` URI, encoded by :func:`~blocklens.images.picture_data_uri`
+    (icons and grids JPEG 4:4:4, the photo WebP). With a ``store`` that holds a layer's sprite sheet
+    (``blocklens precompute``), the sheet is inlined once instead of that layer's single icons, as the store's PNG:
+    the page cuts its cells out on a canvas, so its pixels must be exact (and a lossy file would bleed across
+    cells)."""
     def icon(key, ic):
-        return png_data_uri(ic.to_pil()) if ic is not None else None
+        return picture_data_uri(ic.to_pil(), "icon") if ic is not None else None
 
     def grid(key, g):
-        return png_data_uri(g.image(), "JPEG", quality=90) if g is not None else None
+        return picture_data_uri(g.image(), "grid") if g is not None else None
 
     def sheet(layer, rh, index):
         got = store.sprite_bytes(expl.fingerprint, layer, rh)
         return "data:image/png;base64," + base64.b64encode(got[0]).decode("ascii") if got else None
 
     sprites = layer_sprites(expl, store, sheet) if store is not None else None
-    image = png_data_uri(expl.crop.convert("RGB"), "JPEG", quality=92) if expl.crop is not None else None
+    image = picture_data_uri(expl.crop.convert("RGB"), "photo") if expl.crop is not None else None
     return page_data(expl, icon, image, grid, sprites)
 
 

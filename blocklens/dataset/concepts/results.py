@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ...analyses.common import to_jsonable
-from ...images import png_data_uri
+from ...images import picture_data_uri
 from ...web.report import concepts_html
 from .rules import K_RULE
 
@@ -43,8 +43,7 @@ class ConceptExample:
         d = {"image": self.image, "path": self.path, "y": self.y, "x": self.x, "value": to_jsonable(self.value),
              "centre": list(self.centre), "box": list(self.box)}
         if size:
-            d["src"] = png_data_uri(Image.fromarray(self.patch).resize((size, size), Image.BILINEAR), "JPEG",
-                                    quality=88)
+            d["src"] = picture_data_uri(Image.fromarray(self.patch).resize((size, size), Image.BILINEAR), "photo")
         return d
 
 
@@ -138,7 +137,7 @@ class ClassConcepts:
         crops = {}
         if images and self.crops is not None:
             wanted = {e.image for c in self.concepts for e in c.examples}
-            crops = {str(i): png_data_uri(self.crops(i).resize((168, 168), Image.BILINEAR), "JPEG", quality=85)
+            crops = {str(i): picture_data_uri(self.crops(i).resize((168, 168), Image.BILINEAR), "photo")
                      for i in sorted(wanted)}
         return {"kind": "concepts", "model": self.model, "layer": self.layer, "class": self.cls, "label": self.label,
                 "vs": self.vs, "vs_label": self.vs_label, "folder": self.folder, "images": self.images,
@@ -146,7 +145,7 @@ class ClassConcepts:
                 "k_rule": K_RULE,
                 "sample": self.sample, "method": self.method, "others": self.others, "options": self.options,
                 "concepts": [c.to_json(size if images else None) for c in self.concepts],
-                "icons": {c.key: (png_data_uri(c.icon.to_pil()) if images and c.icon is not None else None)
+                "icons": {c.key: (picture_data_uri(c.icon.to_pil(), "icon") if images and c.icon is not None else None)
                           for c in self.concepts if c.key},
                 "vocabulary": _vocabulary_json(self.vocabulary, images, size), "crops": crops}
 
@@ -177,7 +176,7 @@ def _vocabulary_json(voc: dict | None, images: bool, size: int) -> dict | None:
     for ch in voc["channels"]:
         d = {k: v for k, v in ch.items() if k not in ("examples", "icon")}
         d["examples"] = [e.to_json(size if images else None) for e in ch["examples"]]
-        d["icon"] = png_data_uri(ch["icon"].to_pil()) if images and ch.get("icon") is not None else None
+        d["icon"] = picture_data_uri(ch["icon"].to_pil(), "icon") if images and ch.get("icon") is not None else None
         out["channels"].append(d)
     return to_jsonable(out)
 
