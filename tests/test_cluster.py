@@ -5,7 +5,7 @@ what they give here; then a worker node is removed while an index runs, and the 
 index: Ray retries the lost tasks on the node that is left, the shards written before the loss are kept untouched,
 and no shard is half written.
 
-Marked ``cluster`` (about a minute on 2 cores): ``./dev test-cluster``; CI runs it after the default suite."""
+Marked ``cluster`` (17 s on an idle 2-core machine, up to two minutes beside other work): ``./dev test-cluster``; CI runs it after the default suite."""
 from __future__ import annotations
 
 import threading
