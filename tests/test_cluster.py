@@ -116,7 +116,7 @@ def test_a_node_lost_mid_run_and_the_index_still_finishes_the_same(cluster, tmp_
     logs: list[str] = []
     remote = build_index(folder, "efficientnet_lite0", ["blocks.7"], store=store, ray="auto", log=logs.append, **opts)
     remover.join(60)
-    assert kept and alive_nodes() == 2, "the node was not removed while the index ran"
+    assert 2 <= len(kept) < 16 and alive_nodes() == 2, "the node was not removed while the index ran"
     now = finished()
     assert len(now) == 16 and {k: now[k] for k in kept} == kept  # the shards written before the loss are untouched
     for p in shards.glob("*/shards/[0-9]*.npz"):  # nothing half written: every shard reads whole
