@@ -44,7 +44,7 @@ def nonneg_matrix(acts: np.ndarray, signed: bool | None = None) -> tuple[np.ndar
     return np.concatenate([np.maximum(flat, 0), np.maximum(-flat, 0)], axis=1), True
 
 
-def _nndsvd_init(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def nndsvd_init(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative double SVD initialization (Boutsidis & Gallopoulos 2008), zeros filled with the data mean
     ("NNDSVDa"): a deterministic start that NMF refines."""
     u, s, vt = np.linalg.svd(x, full_matrices=False)
@@ -96,7 +96,7 @@ def nmf_matrix(matrix: np.ndarray, k: int, max_iter: int = 400, tol: float = 1e-
         raise BlocklensError(f"k={k} must be between 1 and min(rows, columns) = min{tuple(x.shape)}")
     if not x.any():
         raise BlocklensError("the matrix is all zeros; nothing to factorize")
-    w, h = _hals(x, *_nndsvd_init(x, k), max_iter=max_iter, tol=tol)
+    w, h = _hals(x, *nndsvd_init(x, k), max_iter=max_iter, tol=tol)
     return w, h, float(np.linalg.norm(x - w @ h) / np.linalg.norm(x))
 
 
@@ -126,7 +126,7 @@ def nmf(acts: np.ndarray, n_groups: int = 6, seed: int = 0, max_iter: int = 400,
     matrix, signed = nonneg_matrix(acts)
     if not matrix.any():
         raise BlocklensError("the activations are all zero at this layer for this image; nothing to factorize")
-    spatial, comps = _hals(matrix, *_nndsvd_init(matrix, n_groups), max_iter=max_iter, tol=tol)  # (HW, k), (k, C')
+    spatial, comps = _hals(matrix, *nndsvd_init(matrix, n_groups), max_iter=max_iter, tol=tol)  # (HW, k), (k, C')
     err = float(np.linalg.norm(matrix - spatial @ comps))
     rel = err / float(np.linalg.norm(matrix))
     return Factors(spatial.T.reshape(n_groups, h, w).astype(np.float32), fold(comps, c).astype(np.float32),

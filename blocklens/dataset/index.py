@@ -47,7 +47,7 @@ from ..store import IconStore, layer_slug
 from .pipeline import input_batches
 from .folders import IMAGE_EXTENSIONS, folder_digests, folder_images, folder_key, is_key, json_key
 
-__all__ = ["ActivationIndex", "LayerIndex", "build_index", "load_index", "index_for", "list_indexes", "index_key", "folder_key",
+__all__ = ["folder_source", "ActivationIndex", "LayerIndex", "build_index", "load_index", "index_for", "list_indexes", "index_key", "folder_key",
            "folder_images", "receptive_field", "IMAGE_EXTENSIONS", "INDEX_VERSION"]
 
 #: Bumped whenever what a shard holds or how it is computed changes.
@@ -576,3 +576,21 @@ def _predictions(shards: list[dict], plan: _Plan) -> dict[str, np.ndarray]:
             pidx[s["ids"], :s["pred_idx"].shape[1]] = s["pred_idx"]
             pprob[s["ids"], :s["pred_prob"].shape[1]] = s["pred_prob"]
     return {"pred_idx": pidx, "pred_prob": pprob}
+
+
+def folder_source(folder_or_index, store) -> tuple[Path, list[str], ActivationIndex | None]:
+    """The folder, its images and the index (or None) of a folder path, an index key or an :class:`ActivationIndex`
+    (what folder jobs such as class concepts and the concept dictionary take)."""
+    if isinstance(folder_or_index, ActivationIndex):
+        return folder_or_index.folder, list(folder_or_index.images), folder_or_index
+    text = str(folder_or_index)
+    if is_key(text):
+        index = load_index(text, store=store)
+        return index.folder, list(index.images), index
+    root = Path(text).expanduser().resolve()
+    if not root.is_dir():
+        raise BlocklensError(f"{text!r} is neither a folder of images nor an index key (blocklens index FOLDER)")
+    images, ignored = folder_images(root)
+    if not images:
+        raise BlocklensError(f"no image files in {root} (subfolders included; {ignored} other file(s) ignored)")
+    return root, images, None

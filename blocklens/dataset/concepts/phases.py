@@ -9,17 +9,16 @@ picks the images to scan; :func:`scan` and :func:`measure` run their chunks thro
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ...analyses.common import spatial_layer
 from ...errors import BlocklensError, CostError
-from ...jobs import Backend, Progress, Shard, WorkerRef, read_shards, run_shards, shard_path
+from ...jobs import ChunkRunner
 from ...recipes import default_layers
-from ...store import IconStore
 from ..examples import patch_box
 from ..folders import folder_key, folder_labels, json_key
 from .chunks import MeasureChunk, ScanChunk, measure_chunk, scan_chunk
@@ -27,7 +26,7 @@ from .factor import Factors
 from .results import Concept, ConceptExample
 from .rules import (BORDER, CONCEPTS_DIR, CONCEPTS_VERSION, IMPORTANT, IMPORTANT_MIN, LOCATED_MIN, OTHER, SPREAD)
 
-__all__ = ["Engine", "Scan", "Measured", "check_request", "check_run", "select_images", "scan", "measure", "audit", "vocabulary"]
+__all__ = ["Scan", "Measured", "check_request", "check_run", "select_images", "scan", "measure", "audit", "vocabulary"]
 
 
 def check_request(model, layer: str | None, cls, vs=None) -> tuple[Any, int, int | None]:
@@ -80,34 +79,6 @@ def select_images(model, root: Path, images: Sequence[str], labels: np.ndarray |
 
 
 @dataclass
-class Engine:
-    """How a run's chunks are computed: the driver's model, the workers' :class:`~blocklens.jobs.WorkerRef`, the
-    backend, the store, chunk size, progress (bar and callback) and the log."""
-
-    model: Any
-    worker: WorkerRef
-    backend: Backend
-    store: IconStore
-    chunk: int
-    show: bool = False
-    on_progress: Callable[[Progress], None] | None = None
-    say: Callable[[str], None] = field(default=lambda msg: None)
-
-    def run(self, phase: str, prefix: str, payloads: list, fn) -> list[dict[str, np.ndarray]]:
-        """Run ``fn`` over the chunk payloads (each with its ``images``) as shards under ``prefix``; their arrays."""
-        shards = [Shard(n, len(p.images), p, shard_path(prefix, n)) for n, p in enumerate(payloads)]
-        report = run_shards(shards, fn, worker=self.worker, backend=self.backend, store=self.store,
-                            model=self.model, phase=phase, desc=f"concepts: {phase}", unit="img", progress=self.show,
-                            on_progress=self.on_progress, log=self.say,
-                            label=lambda s: f"{phase} chunk {s.index} ({s.payload.images[0]}..)")
-        report.raise_if_failed("chunk")
-        return read_shards(self.store, shards, f"{phase} chunk")
-
-    def spans(self, n: int) -> list[tuple[int, int]]:
-        return [(s, min(s + self.chunk, n)) for s in range(0, n, self.chunk)]
-
-
-@dataclass
 class Scan:
     """The scan of ``images`` (relative paths; ``labels``: folder label or -1): per image ``ok`` and prediction
     (``pred``, -1 where unreadable), which are the class's (``is_cls``) and the others' (``is_other``; ``others``:
@@ -133,7 +104,7 @@ class Scan:
         return np.nonzero(self.ok)[0]
 
 
-def scan(engine: Engine, info, root: Path, images: list[str], labels: list[int], c_idx: int, v_idx: int | None,
+def scan(engine: ChunkRunner, info, root: Path, images: list[str], labels: list[int], c_idx: int, v_idx: int | None,
          positions: int, seed: int, max_others: int, from_folders: bool) -> Scan:
     """Phase 1: scan every image (see the package docstring), then tell the class's images from the others'."""
     model = engine.model
@@ -187,7 +158,7 @@ class Measured:
     pair_drop: np.ndarray
 
 
-def measure(engine: Engine, info, root: Path, sc: Scan, factors: Factors, c_idx: int, v_idx: int | None) -> Measured:
+def measure(engine: ChunkRunner, info, root: Path, sc: Scan, factors: Factors, c_idx: int, v_idx: int | None) -> Measured:
     """Phase 3: each image's concept maps and peaks, and on the class's images each concept's removal."""
     comps = factors.components
     measure_ids = np.sort(np.concatenate([np.nonzero(sc.is_cls)[0], sc.others]))

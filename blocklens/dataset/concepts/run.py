@@ -9,40 +9,21 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ...errors import BlocklensError
 from ...iconcache import icons as get_icons
-from ...jobs import Backend, Progress, driver_model
+from ...jobs import Backend, ChunkRunner, Progress, driver_model
 from ...optvis.targets import direction_target
 from ...store import IconStore
-from ..folders import folder_images, is_key
-from ..index import ActivationIndex, load_index
+from ..index import folder_source
 from .factor import factorize
-from .phases import Engine, Measured, Scan, audit, check_request, check_run, measure, scan, select_images, vocabulary
+from .phases import Measured, Scan, audit, check_request, check_run, measure, scan, select_images, vocabulary
 from .results import ClassConcepts, Concept
 
 __all__ = ["class_concepts"]
-
-
-def _source(folder_or_index, store) -> tuple[Path, list[str], ActivationIndex | None]:
-    """The folder, its images and the index (or None) of a folder path or an index key."""
-    if isinstance(folder_or_index, ActivationIndex):
-        return folder_or_index.folder, list(folder_or_index.images), folder_or_index
-    text = str(folder_or_index)
-    if is_key(text):
-        index = load_index(text, store=store)
-        return index.folder, list(index.images), index
-    root = Path(text).expanduser().resolve()
-    if not root.is_dir():
-        raise BlocklensError(f"{text!r} is neither a folder of images nor an index key (blocklens index FOLDER)")
-    images, ignored = folder_images(root)
-    if not images:
-        raise BlocklensError(f"no image files in {root} (subfolders included; {ignored} other file(s) ignored)")
-    return root, images, None
 
 
 def _icon_progress(recipe: dict, on_progress) -> dict:
@@ -110,14 +91,14 @@ def class_concepts(model: Any, folder_or_index, cls, layer: str | None = None, k
     model, spec, weights = driver_model(model, loader=loader, weights=weights, device=device, remote=backend.remote)
     info, c_idx, v_idx = check_request(model, layer, cls, vs)
     store = store if isinstance(store, IconStore) else IconStore(store, storage_options=storage_options)
-    root, images, index = _source(folder_or_index, store)
+    root, images, index = folder_source(folder_or_index, store)
     labels, labels_from = check_run(model, info, root, images, c_idx, v_idx, k)
     scan_ids = select_images(model, root, images, labels, c_idx, v_idx, max_images, max_others, k)
     scan_images = [images[i] for i in scan_ids]
     scan_labels = [int(labels[i]) if labels is not None else -1 for i in scan_ids]
     show = sys.stderr.isatty() if progress is None else progress
-    engine = Engine(model=model, worker=backend.worker_ref(model, spec, weights, loader), backend=backend,
-                    store=store, chunk=chunk, show=show, on_progress=on_progress, say=say)
+    engine = ChunkRunner(model=model, worker=backend.worker_ref(model, spec, weights, loader), backend=backend,
+                         store=store, chunk=chunk, title="concepts", show=show, on_progress=on_progress, say=say)
     say(f"concepts of {model.labels[c_idx]!r} at {info.name} of {model.name}: {len(scan_images)} images of {root} "
         f"to scan (labels from {labels_from}), chunks of {chunk} in {store.url}, on {backend.describe()}")
     times = {}
