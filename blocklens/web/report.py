@@ -97,3 +97,8 @@ def atlas_html(atlas, title: str | None = None) -> str:
 def concepts_html(data: dict, title: str) -> str:
     """A self-contained page with a class's concepts (``ClassConcepts.to_json()``: icons, patches, maps inline)."""
     return page_html(data, title)
+
+
+def dictionary_html(data: dict, title: str) -> str:
+    """A self-contained page with a concept dictionary (``ConceptDictionary.to_json()``: icons, patches inline)."""
+    return page_html(data, title)

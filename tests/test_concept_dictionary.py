@@ -1,0 +1,143 @@
+"""The concept dictionary over a folder, proven on a model whose reason we planted: with no labels given, one atom sits
+on the small mark that alone tells the head's two classes apart, drives the marked class and is flagged; with a head
+trained without the mark, the same atom drives nothing."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import blocklens as bl
+from blocklens.cli import main
+from blocklens.dataset.dictionary import load_dictionary
+from blocklens.dataset.dictionary.codebook import Codebook
+from blocklens.dataset.dictionary.train import matched_cosine
+from blocklens.analyses.factorize import split_activations
+from blocklens.errors import BlocklensError
+import planted
+
+PER_CLASS = 24
+
+
+def _near(example, mark, px=16):
+    """The patch's position (its centre, in the 224 px frame) is the grid cell on the mark's centre (32 px cells)."""
+    (x, y), (mx, my) = example.centre, mark["centre"]
+    return abs(x - mx) <= px and abs(y - my) <= px
+
+
+def _on_mark(atom, mark=planted.MARK):
+    return sum(_near(e, mark) for e in atom.examples[:8])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return planted.make_folder(tmp_path_factory.mktemp("marked"), PER_CLASS, mark=planted.MARK)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return bl.IconStore(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="module")
+def planted_run(lite0, folder, store):
+    head = planted.train_head(lite0, folder)
+    assert head.train_accuracy == 1.0
+    return head, bl.concept_dictionary(head, folder, layer="blocks.11", icons=False, store=store, progress=False)
+
+
+@pytest.mark.parametrize("method", ["nmf", "sae"])
+def test_an_atom_sits_on_the_planted_mark_drives_the_marked_class_and_is_flagged(lite0, folder, store, planted_run,
+                                                                                 method):
+    head, d = planted_run
+    if method == "sae":
+        d = bl.concept_dictionary(head, folder, layer="blocks.11", method="sae", icons=False, store=store,
+                                  progress=False)
+    assert len(d.atoms) == 32 and d.method == method
+    on_mark = [a for a in d.atoms if _on_mark(a) >= 6]
+    assert on_mark, [(_on_mark(a), a.drives[0].label) for a in d.atoms]
+    a = max(on_mark, key=lambda a: a.drive(0).prob_drop if a.drive(0) else 0)
+    assert a.drives[0].label == "marked" and a.drives[0]["cls"] == 0
+    assert a.drives[0].prob_drop > 0.3 and a.drives[0].logit_drop > 1.0
+    assert a.flags, a.drives[0]
+    # boxes lie in the model's input frame and contain the mark's centre
+    for e in a.examples[:6]:
+        x0, y0, x1, y1 = e.box
+        assert 0 <= x0 < x1 <= 224 and 0 <= y0 < y1 <= 224
+    # across the folder, the mark atom is the one that decided "marked" most
+    assert d.for_class("marked")[0][0].index == a.index
+
+
+def test_with_a_head_trained_without_the_mark_no_atom_drives_the_class_from_the_mark(lite0, tmp_path_factory, folder,
+                                                                                   store):
+    control = planted.make_folder(tmp_path_factory.mktemp("control"), PER_CLASS, mark=None)
+    head = planted.train_head(lite0, control)
+    d = bl.concept_dictionary(head, folder, layer="blocks.11", icons=False, store=store, progress=False)
+    on_mark = [a for a in d.atoms if _on_mark(a) >= 6]
+    assert on_mark, "the mark is still something the layer sees: an atom should sit on it"
+    for a in on_mark:
+        marked = next(x for x in a.drives if x.label == "marked")
+        assert marked.prob_drop < 0.05 and not a.flags, (a.index, marked, a.flags)
+
+
+def test_quality_figures_stand_beside_their_baselines(planted_run):
+    _, d = planted_run
+    q = d.quality
+    assert 0 < q["explained_variance"] < 1 and 0 < q["pca"]["explained_variance"] < 1
+    assert q["heldout_images"] == 4 and q["heldout_positions"] == 4 * 49
+    assert 1 <= q["active_per_position"] <= 32 and q["channels"]["active_per_position"] > q["active_per_position"]
+    assert 0 <= q["dead"] <= 32 and 0.5 < q["stability"] <= 1.0 + 1e-6
+    assert q["train_positions"] == 44 * 49
+
+
+def test_atom_shares_are_the_exact_split_of_the_groups_view_and_add_up_with_the_residual():
+    torch.manual_seed(0)
+    act = torch.randn(6, 3, 4, dtype=torch.float64)               # a signed layer: 6 channels, 12 positions
+    atoms = torch.rand(5, 12)
+    cb = Codebook(method="nmf", atoms=(atoms / atoms.norm(dim=1, keepdim=True)).numpy(), channels=6, signed=True)
+    codes = cb.encode_acts(act)                                   # (12, 5)
+    parts = cb.shares(act, codes, range(5)).double()
+    ref, residual = split_activations(act.numpy(), codes.T.reshape(5, 3, 4).double().numpy(), cb.atoms, True)
+    scale = float(act.abs().max())
+    np.testing.assert_allclose(parts.numpy(), ref, atol=1e-5 * scale)
+    np.testing.assert_allclose(parts.sum(0).numpy() + residual, act.numpy(), atol=1e-5 * scale)
+    # one atom's share alone is the same as its slice of all of them
+    np.testing.assert_allclose(cb.shares(act, codes, [3]).double()[0].numpy(), ref[3], atol=1e-5 * scale)
+
+
+def test_matched_cosine_matches_rows_one_to_one():
+    a = np.eye(3)
+    assert matched_cosine(a, a[[2, 0, 1]]) == pytest.approx(1.0)
+    assert matched_cosine(a, np.array([[1.0, 0, 0]] * 3)) == pytest.approx(1 / 3)
+
+
+def test_a_second_run_resumes_from_the_store_and_the_saved_dictionary_loads(lite0, folder, store, planted_run):
+    head, d = planted_run
+    again = bl.concept_dictionary(head, folder, layer="blocks.11", icons=False, store=store, progress=False)
+    assert again.key == d.key
+    assert again.timings["train"] < 0.5 * max(d.timings["train"], 1e-9) + 1.0
+    np.testing.assert_allclose(again.class_drops, d.class_drops, rtol=1e-5, atol=1e-6)
+    loaded = load_dictionary(d.key, store=store, model=head)
+    assert [a.drives[0].label for a in loaded.atoms] == [a.drives[0].label for a in d.atoms]
+    assert loaded.atoms[3].examples[0].box == d.atoms[3].examples[0].box
+    assert loaded.for_class("marked")[0][0].index == d.for_class("marked")[0][0].index
+    data = json.loads(json.dumps(d.to_json(images=False)))
+    assert data["kind"] == "dictionary" and len(data["atoms"]) == 32
+    assert {"path", "box", "value"} <= set(data["atoms"][0]["examples"][0])
+
+
+def test_bad_requests_fail_before_any_work_with_one_clear_error(lite0, tmp_path, folder, planted_run):
+    _, d = planted_run
+    empty = tmp_path / "broken"
+    empty.mkdir()
+    (empty / "a.jpg").write_bytes(b"not an image")
+    with pytest.raises(BlocklensError, match="no readable image"):
+        bl.concept_dictionary(lite0, empty, icons=False, store=tmp_path / "s", progress=False)
+    with pytest.raises(BlocklensError, match="needs a layer with positions"):
+        bl.concept_dictionary(lite0, folder, layer="fc", icons=False, store=tmp_path / "s", progress=False)
+    with pytest.raises(BlocklensError, match="more than the .* positions"):
+        bl.concept_dictionary(lite0, folder, atoms=5000, icons=False, store=tmp_path / "s", progress=False)
+    with pytest.raises(BlocklensError, match="unknown method"):
+        bl.concept_dictionary(lite0, folder, method="pca", icons=False, store=tmp_path / "s", progress=False)
+    with pytest.raises(BlocklensError, match="unknown class"):
+        d.for_class("zebra")
