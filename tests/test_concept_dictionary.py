@@ -141,3 +141,34 @@ def test_bad_requests_fail_before_any_work_with_one_clear_error(lite0, tmp_path,
         bl.concept_dictionary(lite0, folder, method="pca", icons=False, store=tmp_path / "s", progress=False)
     with pytest.raises(BlocklensError, match="unknown class"):
         d.for_class("zebra")
+
+
+def test_the_command_prints_the_dictionary_and_ranks_atoms_for_a_class(folder, tmp_path, capsys):
+    out = tmp_path / "d.html"
+    rc = main(["dictionary", str(folder), "--no-icons", "--no-stability", "--store", str(tmp_path / "s"),
+               "--class", "Border collie", "--out", str(out), "--json", "--no-progress"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["kind"] == "dictionary" and data["layer"] == "blocks.11" and len(data["atoms"]) == 32
+    ranked = data["for_class"]["atoms"]
+    assert len(ranked) == 32 and ranked[0]["prob_drop"] >= ranked[-1]["prob_drop"]
+    assert out.exists() and "blocklens-data" in out.read_text()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--class", "no such class"], "unknown class"),
+    (["--layer", "fc"], "needs a layer with positions"),
+    (["--atoms", "100000"], "more than the"),
+])
+def test_bad_input_is_one_error_line_with_status_2(folder, tmp_path, capsys, argv, says):
+    rc = main(["dictionary", str(folder), "--no-icons", "--store", str(tmp_path / "s"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("blocklens: error:") and says in err[0], err
+
+
+def test_a_folder_with_no_readable_image_is_one_error_line_with_status_2(tmp_path, capsys):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "a.png").write_bytes(b"no png")
+    rc = main(["dictionary", str(tmp_path / "f"), "--no-icons", "--store", str(tmp_path / "s"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("blocklens: error: no readable image"), err

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from ..errors import BlocklensError
-from . import basic, dataset, interfaces, store
+from . import atoms, basic, dataset, interfaces, store
 
 EXAMPLES = """\
 examples:
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     interfaces.add_commands(sub)  # explain, serve
     store.add_commands(sub)  # precompute, store info|verify|export
     dataset.add_commands(sub)  # index, atlas
+    atoms.add_commands(sub)  # dictionary
     return parser
 
 

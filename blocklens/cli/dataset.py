@@ -36,7 +36,7 @@ examples:
 """
 
 
-def _folder_arg(args) -> Path:
+def folder_arg(args) -> Path:
     from ..images import BUNDLED_DIR
 
     if getattr(args, "bundled", False):
@@ -148,7 +148,7 @@ def index_from_args(args, layers, model=None):
     """Build (or load) the index that FOLDER/--bundled and the index options name."""
     from ..dataset.index import build_index
 
-    return build_index(_folder_arg(args), model if model is not None else args.model, layers,
+    return build_index(folder_arg(args), model if model is not None else args.model, layers,
                        store=open_store(args), k=args.k, samples=args.samples, seed=args.index_seed,
                        classes=args.classes, chunk=args.chunk, workers=getattr(args, "workers", 0),
                        threads=getattr(args, "threads", None), device=getattr(args, "device", None),
@@ -181,7 +181,7 @@ def cmd_atlas(args) -> int:
         idx = load_index(args.index, store=open_store(args))
     else:  # an index of the folder with this layer and the same sampling (other layers, any k), else a new one
         try:
-            idx = load_index(_folder_arg(args), model, None, store=open_store(args), _need=[layer])
+            idx = load_index(folder_arg(args), model, None, store=open_store(args), _need=[layer])
             o = idx.manifest["options"]
             if (o["samples"], o["classes"], o["seed"]) != (args.samples, args.classes, args.index_seed):
                 raise BlocklensError("that index sampled differently")
@@ -211,7 +211,7 @@ def cmd_concepts(args) -> int:
     model = load_model_arg(args, renders=not args.no_icons)
     if args.index and (args.folder or args.bundled):
         raise BlocklensError("give a FOLDER, --bundled or --index, not several")
-    source = args.index or _folder_arg(args)
+    source = args.index or folder_arg(args)
     recipe = icon_recipe(args, model)
     result = class_concepts(model, source, args.cls, args.layer, args.k, vs=args.vs, store=open_store(args),
                             icons=not args.no_icons, positions=args.positions, max_images=args.max_images,
