@@ -15,7 +15,11 @@ For a set of icons (feature visualizations of units of one model), :func:`assess
   checkerboard speckle raises it).
 - **flags**: *dead* when the unit's value is the same on every photograph and on every icon (no input moves
   it: shown as dead, never as a grey picture), *saturated* when the unit sits at its layer's cap (ReLU6 at 6,
-  Hardtanh at its max) on most positions of its own icon.
+  Hardtanh at its max) on most positions of its own icon, *no preferred stimulus* when a blank image (one
+  constant grey, five levels tried) drives the unit to at least 99% of its value on its own icon: its maximum
+  is the absence of its input (a depthwise unit whose kernel is all negative sits at its batch-norm bias
+  wherever its input channel is silent), so its icon ties with unrelated icons and shows nothing it prefers
+  (shown as a tile with that figure, never as the picture).
 
 :func:`transferability` asks an independently trained model (the judge) to classify jittered views of class
 renders: real class features transfer, adversarial noise mostly does not.
@@ -41,6 +45,10 @@ HF_CUTOFF = 0.25
 DEAD_TOLERANCE = 1e-6
 #: A live unit's icon with more than this share of its steps at zero gradient is stuck (near its starting noise).
 STUCK_FRACTION = 0.10
+#: A unit that a blank image drives to at least this share of its value on its own icon has no preferred stimulus.
+BLANK_TIE = 0.99
+#: The grey levels of the blank images.
+BLANK_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 # --- pixel statistics ---------------------------------------------------------------------------------------
@@ -206,6 +214,9 @@ class IconQuality:
     extra: dict[str, Any] = field(default_factory=dict)
     #: (N,) share of each icon's optimization steps with no gradient at all (NaN when the icon does not say)
     zero_grad: np.ndarray | None = None
+    #: (N,) the unit's best value on a blank (constant grey) image, and the flag it raises (see the module docstring)
+    blank: np.ndarray | None = None
+    no_preference: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -226,6 +237,7 @@ class IconQuality:
 
         return {"icons": len(self), "live": n_live, "dead": int(self.dead.sum()),
                 "saturated": int(self.saturated.sum()),
+                "no_preference": int(self.no_preference.sum()) if self.no_preference is not None else 0,
                 "specific": int(self.specific[live].sum()),
                 "specificity": (float(self.specific[live].mean()) if n_live else None),
                 "strength": med(self.strength), "contrast": med(self.stats["contrast"]),
@@ -246,8 +258,11 @@ class IconQuality:
             return round(v, 4) if math.isfinite(v) else None
 
         z = None if self.zero_grad is None else self.zero_grad[i]
+        blank = self.blank is not None and self.no_preference is not None
         return {"specific": bool(self.specific[i]), "margin": f(self.margin[i]), "strength": f(self.strength[i]),
                 "dead": bool(self.dead[i]), "saturated": bool(self.saturated[i]),
+                "no_preference": bool(self.no_preference[i]) if blank else False,
+                "blank": f(self.blank[i]) if blank else None, "own": f(self.own[i]),
                 "zero_grad": f(z) if z is not None else None,
                 **{k: f(v[i]) for k, v in self.stats.items()}}
 
@@ -267,6 +282,8 @@ class IconQuality:
             parts.append(f"{s['dead']} dead")
         if s["saturated"]:
             parts.append(f"{s['saturated']} saturated")
+        if s["no_preference"]:
+            parts.append(f"{s['no_preference']} with no preferred stimulus (a blank image drives them as far)")
         if s.get("zero_grad_max") is not None:
             parts.append(f"zero-gradient steps at most {100 * s['zero_grad_max']:.0f}%"
                          + (f" ({s['stuck']} stuck above {100 * STUCK_FRACTION:.0f}%)" if s["stuck"] else ""))
@@ -336,9 +353,16 @@ def assess(model, icons: Sequence, targets: Sequence | None = None, *, photo_siz
     main_size = max(groups, key=lambda hw: len(groups[hw]))[0]
     zero = np.array([_zero_fraction(im) for im in icons], dtype=np.float64)
     specific &= ~dead
+    blank = _unit_values(model, parsed, _blank_batch(photo_size)).max(0)
+    no_preference = ~dead & (own > 0) & (blank >= BLANK_TIE * own)
     return IconQuality(labels=[t.label for t in parsed], specific=specific, margin=margin, own=own,
                        best_photo=best_photo, strength=strength, dead=dead, saturated=saturated, stats=stats,
-                       photos=photo_stats(main_size), zero_grad=zero)
+                       photos=photo_stats(main_size), zero_grad=zero, blank=blank, no_preference=no_preference)
+
+
+def _blank_batch(size: int) -> torch.Tensor:
+    """Constant grey images at :data:`BLANK_LEVELS` (RGB in [0, 1])."""
+    return torch.stack([torch.full((3, size, size), float(v)) for v in BLANK_LEVELS])
 
 
 def _zero_fraction(icon) -> float:

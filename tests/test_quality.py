@@ -249,3 +249,20 @@ def test_explanation_carries_quality_and_the_recipe_note(tiny_explanation):
     assert e.note.startswith("icons: quick preset (32 px, 2 steps, coarse-to-fine, changed)")
     j = e.to_json()
     assert j["quality"] and j["note"] == e.note
+
+
+def test_units_whose_maximum_is_a_silent_input_are_flagged_with_the_figure(lite0, tmp_path):
+    """blocks.15.depthwise.act 473 and 912: all-negative depthwise kernels, so they sit at their batch-norm bias
+    wherever their input channel is silent: a blank image drives them as far as their icon does. 333 is a unit
+    with a preference (its icon drives it far past any blank or photograph)."""
+    from blocklens.quality import BLANK_TIE, assess
+
+    units = [473, 912, 333]
+    got = bl.icons(lite0, "blocks.15.depthwise.act", units, store=str(tmp_path), preset="quick", progress=False)
+    q = assess(lite0, got)
+    assert q.no_preference.tolist() == [True, True, False]
+    for i in (0, 1):
+        d = q.per_icon(i)
+        assert d["no_preference"] and d["blank"] >= BLANK_TIE * d["own"] > 0
+    assert q.per_icon(2)["blank"] < 0.5 * q.per_icon(2)["own"]
+    assert q.summary()["no_preference"] == 2 and "2 with no preferred stimulus" in q.line()
