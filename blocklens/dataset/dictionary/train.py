@@ -10,7 +10,8 @@ shuffled, cut into mini-batches), so memory does not grow with the folder. Two l
   nothing uses are restarted on badly reconstructed rows.
 - :func:`fit_sae`: a TopK sparse autoencoder (Gao et al. 2024) with a non-negative, unit-norm decoder (so its atoms
   live in the same space as NMF's and split activations the same way), trained with Adam on the mean squared
-  error of rows scaled to unit mean norm.
+  error of rows scaled to unit mean norm; latents that fire on no row in an epoch are restarted on the worst
+  reconstructed rows (until the last fifth of the epochs).
 
 Both start from a seeded draw of rows (NNDSVD of the draw for NMF, the draw itself for the SAE) and run on the
 device given (a GPU when there is one). :func:`pca_basis` is the baseline of equal size.
@@ -129,22 +130,41 @@ def fit_sae(rows: Rows, k: int, channels: int, epochs: int, seed: int, top: int,
     opt = torch.optim.Adam([dec, enc_w, enc_b], lr=lr)
     for epoch in range(epochs):
         err = num = 0.0
+        fired = torch.zeros(k, device=x0.device)
+        worst = None
         for x in rows.batches(seed * 1000 + epoch):
             x = x / scale
             z = topk_codes(torch.relu(x @ enc_w + enc_b), top)
-            loss = ((z @ dec - x) ** 2).sum(1).mean()
+            resid = ((z @ dec - x) ** 2).sum(1)
+            loss = resid.mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             with torch.no_grad():
                 dec.data = _unit(dec.data.clamp(min=0))
+                fired += (z > 0).sum(0)
+                worst = x[resid.detach().argsort(descending=True)[:k]]
             err += float(loss.detach()) * len(x)
             num += float((x ** 2).sum())
+        if epoch < 0.8 * epochs and worst is not None:
+            _restart(fired, worst, dec, enc_w, enc_b)
         if on_epoch:
             on_epoch(epoch, err / max(num, 1e-30))
     return Codebook(method="sae", atoms=dec.detach().cpu().numpy(), channels=channels, signed=rows.signed,
                     sae={"enc_w": enc_w.detach().cpu().numpy(), "enc_b": enc_b.detach().cpu().numpy(),
                          "scale": scale, "top": int(top)})
+
+
+def _restart(fired: torch.Tensor, worst: torch.Tensor, dec, enc_w, enc_b) -> None:
+    """Latents that fired on no row of an epoch start again on the worst reconstructed rows (dead-latent
+    resampling, as in Bricken et al. 2023), their encoder tied to the new atom."""
+    dead = (fired == 0).nonzero().flatten()[:len(worst)]
+    if not len(dead):
+        return
+    with torch.no_grad():
+        dec.data[dead] = _unit(worst[:len(dead)].clamp(min=0) + 1e-6)
+        enc_w.data[:, dead] = dec.data[dead].T
+        enc_b.data[dead] = 0
 
 
 def pca_basis(rows: Rows, k: int) -> tuple[torch.Tensor, torch.Tensor]:
