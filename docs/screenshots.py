@@ -6,6 +6,8 @@ chromium and saves one picture per view, each in a hovered state, and the groups
 before any hover (faithful_*.png: the line each view gives on how its numbers were computed and checked).
 Also ui_concepts.png: the class concepts report of the planted shortcut (tests/planted.py: a two-class head over
 Lite0 where only "marked" photos carry a mark), its top concept opened; ``--only concepts`` makes just that one.
+And ui_atoms.png: a concept dictionary of Lite0 (32 atoms at blocks.11) over the same 48 photos, searched for a
+class and its top atom opened; ``--only atoms`` makes just that one (``--store`` reuses a store's shards and icons).
 """
 import argparse
 import tempfile
@@ -79,13 +81,50 @@ def shoot_concepts(browser, preset):
     page.close()
 
 
+def dictionary_report(preset, store=None):
+    """A concept dictionary of Lite0 over the planted folder (24 photos a class, no labels used) as a report."""
+    import sys
+
+    sys.path.insert(0, str(DOCS.parent / "tests"))
+    import planted
+
+    work = Path(tempfile.gettempdir()) / "blocklens-docs-dictionary"
+    root = planted.make_folder(work / "photos", 24)
+    d = bl.concept_dictionary(bl.load_model("efficientnet_lite0"), root, store=store or work / "store", preset=preset,
+                              progress=True)
+    print("\n".join(d.summary()[:3]))
+    return d.save_html(work / "dictionary.html")
+
+
+def shoot_atoms(browser, preset, store=None, search="zebra"):
+    page = browser.new_page(viewport={"width": 1240, "height": 900}, device_scale_factor=1)
+    page.goto(dictionary_report(preset, store).as_uri())
+    page.wait_for_selector("#blocklens[data-ready]")
+    page.get_by_test_id("atoms-search").fill(search)
+    page.get_by_test_id("atom-card").first.click()
+    page.wait_for_timeout(500)
+    box = "e => { const r = e.getBoundingClientRect(); return [r.left, r.top + window.scrollY, r.width, r.bottom + window.scrollY]; }"
+    x, y, w, _ = page.locator("#atoms").evaluate(box)
+    bottom = page.get_by_test_id("atom-panel").evaluate(box)[3]
+    page.screenshot(path=str(DOCS / "ui_atoms.png"), full_page=True, clip={"x": x, "y": y, "width": w, "height": bottom + 16 - y})
+    page.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default="dog")
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
-    ap.add_argument("--only", choices=["concepts"], help="make only this screenshot")
+    ap.add_argument("--only", choices=["concepts", "atoms"], help="make only this screenshot")
+    ap.add_argument("--store", default=None, help="the dictionary's store (ui_atoms.png; default: a temporary one)")
     args = ap.parse_args()
+    if args.only == "atoms":
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=ARGS)
+            shoot_atoms(browser, args.preset, args.store)
+            browser.close()
+        print("wrote ui_atoms.png")
+        return
     if args.only == "concepts":
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=ARGS)
@@ -136,6 +175,7 @@ def main():
         finally:
             stop()
         shoot_concepts(browser, args.preset)
+        shoot_atoms(browser, args.preset, args.store)
         browser.close()
     print("wrote", ", ".join(sorted(p.name for p in [*DOCS.glob("ui_*.png"), *DOCS.glob("faithful_*.png")])))
 

@@ -47,6 +47,22 @@ def tiny_explanation(lite0, tmp_path_factory):
     return e, store
 
 
+@pytest.fixture(scope="session")
+def small_dictionary(lite0, tmp_path_factory):
+    """A concept dictionary of Lite0 over 12 planted-folder photos (tests/planted.py), 6 atoms, tiny icons: saved in
+    its store (about 25 s on 2 cores). ``result``, ``store``, ``root``, ``doc`` (its JSON with pictures)."""
+    from types import SimpleNamespace
+
+    import planted
+
+    out = tmp_path_factory.mktemp("dictionary")
+    root = planted.make_folder(out / "photos", 6)
+    store = bl.IconStore(out / "store")
+    d = bl.concept_dictionary(lite0, root, atoms=6, epochs=2, stability=False, store=store, progress=False,
+                              preset="quick", size=32, steps=2)
+    return SimpleNamespace(result=d, store=store, root=root, doc=d.to_json(), out=out)
+
+
 @contextlib.contextmanager
 def serve_app(state):
     """The app of ``state`` (a BlocklensApp) on a free port of 127.0.0.1, in a thread; yields its URL."""

@@ -1,5 +1,6 @@
 """The app's own pieces (blocklens.app): the bounded LRU every cache is, the job registry's one pruning rule, the
-render job's progress and announced icons, and a concepts job whose progress is class_concepts' on_progress."""
+render job's progress and announced icons, a concepts job whose progress is class_concepts' on_progress, and the
+saved concept dictionaries' listing and documents."""
 import inspect
 import queue
 import shutil
@@ -31,11 +32,12 @@ def test_lru_forgets_the_least_recently_used_beyond_its_size():
 def test_every_cache_of_the_app_is_bounded(tmp_path):
     state = BlocklensApp(store=tmp_path / "store", max_explanations=5)
     try:
-        assert set(state.caches) == {"explanations", "indexes", "atlases", "concepts"}
+        assert set(state.caches) == {"explanations", "indexes", "atlases", "concepts", "dictionaries"}
         assert all(isinstance(c, LRU) for c in state.caches.values())
         assert state.caches["explanations"].maxsize == 5
         assert state.explanations.held is state.caches["explanations"]
         assert state.datasets.held_concepts is state.caches["concepts"]
+        assert state.dictionaries.held is state.caches["dictionaries"]
     finally:
         state.close()
 
@@ -155,3 +157,56 @@ def test_a_concepts_job_shows_the_progress_class_concepts_reports(lite0, tmp_pat
         assert doc == {"concepts": [], "label": "malamute", "id": got["id"], "timings": {"total": 1.0}}
         again = client.post("/api/concepts", params={"index": idx.key, "class": "malamute", "vs": "tabby"}).json()
         assert again == {"id": got["id"], "job": None, "state": "done"}  # held: no second job
+
+
+def test_saved_dictionaries_are_listed_and_served_with_their_pictures_and_a_bad_key_is_a_clear_404(lite0,
+                                                                                                  small_dictionary):
+    from fastapi.testclient import TestClient
+
+    d = small_dictionary.result
+    state = BlocklensApp(store=small_dictionary.store, render=False)
+    state._models[(lite0.name, "analysis")] = lite0
+    with TestClient(create_app(state)) as client:
+        listed = client.get("/api/dictionaries").json()
+        assert [x["key"] for x in listed] == [d.key]
+        assert listed[0]["layer"] == d.layer and listed[0]["atoms"] == 6 and listed[0]["images"] == len(d.images)
+        doc = client.get(f"/api/dictionaries/{d.key}").json()
+        assert doc["kind"] == "dictionary" and doc["key"] == d.key and "note" not in doc
+        assert [a["index"] for a in doc["atoms"]] == [a.index for a in d.atoms]
+        assert all(doc["icons"][a.key].startswith("data:image/") for a in d.atoms)
+        assert all(e["src"].startswith("data:image/") for a in doc["atoms"] for e in a["examples"])
+        assert set(doc["crops"]) == set(small_dictionary.doc["crops"]) and doc["crops"]
+        # the class search's drops: every class that moves by at least `least`, as the library measured them
+        drops = doc["class_drops"]
+        for a in d.atoms:
+            row = drops["atoms"][str(a.index)]
+            for c, v in row.items():
+                assert abs(v - d.class_drops[a.index, int(c)]) < 1e-4 and abs(v) >= drops["least"]
+                assert drops["labels"][c] == lite0.labels[int(c)]
+            assert sum(abs(d.class_drops[a.index]) >= drops["least"]) == len(row)
+        assert state.caches["dictionaries"].get(d.key) is not None  # held: the next ask reads no folder
+
+        missing = client.get("/api/dictionaries/0123456789abcdef")
+        assert missing.status_code == 404
+        assert missing.json()["error"] == f"no dictionary 0123456789abcdef in the store; it holds {d.key}"
+        for bad in ("not-a-key", "ABCDEF0123456789", d.key + "0"):
+            got = client.get(f"/api/dictionaries/{bad}")
+            assert got.status_code == 404 and "16-hex key" in got.json()["error"], (bad, got.text)
+
+
+def test_a_dictionary_whose_folder_is_gone_is_served_without_pictures_and_says_why(lite0, small_dictionary,
+                                                                                   tmp_path):
+    from fastapi.testclient import TestClient
+
+    d = small_dictionary.result
+    store = tmp_path / "store"
+    shutil.copytree(small_dictionary.store.root, store)
+    manifest = store / "dictionaries" / d.key / "manifest.json"
+    manifest.write_text(manifest.read_text().replace(str(small_dictionary.root), str(tmp_path / "gone")))
+    state = BlocklensApp(store=store, render=False)
+    state._models[(lite0.name, "analysis")] = lite0
+    with TestClient(create_app(state)) as client:
+        doc = client.get(f"/api/dictionaries/{d.key}").json()
+    assert doc["crops"] == {} and not any("src" in e for a in doc["atoms"] for e in a["examples"])
+    assert "patches are missing: their images are not in" in doc["note"]
+    assert [a["drives"][0]["label"] for a in doc["atoms"]] == [a.drives[0].label for a in d.atoms]

@@ -1,6 +1,6 @@
 """The app's HTTP routes, in three groups: the page and what it lists (:func:`add_page_routes`), one image's
 explanation and its pictures (:func:`add_explanation_routes`), and the indexes' examples, atlases and class
-concepts (:func:`add_dataset_routes`).
+concepts, and the saved concept dictionaries (:func:`add_dataset_routes`).
 
 Each route only reads its request and calls the :class:`~blocklens.app.state.BlocklensApp`; errors are answered
 by the handlers :func:`~blocklens.app.server.create_app` installs. Files are served only from the package's
@@ -118,7 +118,7 @@ def add_explanation_routes(app: FastAPI, state: BlocklensApp) -> None:
 
 def add_dataset_routes(app: FastAPI, state: BlocklensApp) -> None:
     """Over the store's activation indexes: the listing, dataset examples, atlases, and class concepts (started as
-    a job, then fetched)."""
+    a job, then fetched); the saved concept dictionaries (listed, then fetched by key)."""
     @app.get("/api/indexes")
     def indexes():
         return state.indexes()
@@ -143,3 +143,11 @@ def add_dataset_routes(app: FastAPI, state: BlocklensApp) -> None:
     @app.get("/api/concepts/{ident}")
     def concepts_document(ident: str):
         return state.concepts_document(ident)
+
+    @app.get("/api/dictionaries")
+    def dictionaries():
+        return state.dictionary_list()
+
+    @app.get("/api/dictionaries/{key}")
+    def dictionary(key: str):
+        return state.dictionary_document(key)

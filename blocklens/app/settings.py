@@ -30,6 +30,7 @@ class Settings:
     max_concepts: int = 8
     max_indexes: int = 8
     max_atlases: int = 16
+    max_dictionaries: int = 4
     max_jobs: int = MAX_JOBS
 
     def __post_init__(self):

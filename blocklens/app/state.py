@@ -2,7 +2,8 @@
 one place, behind the methods the routes call.
 
 The work itself is done by :class:`~blocklens.app.explanations.Explanations` (explanations, their render jobs,
-icons) and :class:`~blocklens.app.datasets.Datasets` (indexes, examples, atlases, class concepts); this class
+icons), :class:`~blocklens.app.datasets.Datasets` (indexes, examples, atlases, class concepts) and
+:class:`~blocklens.app.dictionaries.Dictionaries` (saved concept dictionaries); this class
 makes them, gives them what they share, and forwards to them.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from ..store import IconStore
 from .cache import LRU
 from .datasets import Datasets
+from .dictionaries import Dictionaries
 from .explanations import Explanations, HeldExplanation
 from .jobs import JobRegistry
 from .models import ModelPool
@@ -46,10 +48,12 @@ class BlocklensApp:
         self._models = self.pool.loaded  # (name, role) -> model; a test may put one in by hand
         self.jobs = JobRegistry(s.max_jobs)
         self.caches = {"explanations": LRU(s.max_explanations), "indexes": LRU(s.max_indexes),
-                       "atlases": LRU(s.max_atlases), "concepts": LRU(s.max_concepts)}
+                       "atlases": LRU(s.max_atlases), "concepts": LRU(s.max_concepts),
+                       "dictionaries": LRU(s.max_dictionaries)}
         self.explanations = Explanations(self.store, self.pool, self.jobs, s, self.caches["explanations"])
         self.datasets = Datasets(self.store, self.pool, self.jobs, s, indexes=self.caches["indexes"],
                                  atlases=self.caches["atlases"], concepts=self.caches["concepts"])
+        self.dictionaries = Dictionaries(self.store, self.pool, held=self.caches["dictionaries"])
 
     # -- models
     def model(self, name: str, role: str = "analysis"):
@@ -105,6 +109,13 @@ class BlocklensApp:
 
     def concepts_document(self, ident: str) -> dict:
         return self.datasets.concepts_document(ident)
+
+    # -- saved concept dictionaries
+    def dictionary_list(self) -> list[dict]:
+        return self.dictionaries.listing()
+
+    def dictionary_document(self, key: str) -> dict:
+        return self.dictionaries.document(key)
 
     def close(self) -> None:
         """Stop the job runners (queued jobs are dropped; a running one finishes in its thread)."""

@@ -28,7 +28,7 @@ class ConceptExample:
     the layer's grid, ``value`` (the concept's loading there, or a channel's evidence), ``centre`` (x, y): that
     position's centre in the model's input frame, ``box`` ``(x0, y0, x1, y1)``: the receptive field around it in
     the input frame (shifted to lie inside it: near an edge the box is not centred on ``centre``), ``patch``
-    (H, W, 3) uint8, the box's pixels."""
+    (H, W, 3) uint8, the box's pixels (None when the image could not be read again: no ``src`` in its JSON)."""
 
     image: int
     path: str
@@ -37,12 +37,12 @@ class ConceptExample:
     value: float
     centre: tuple[float, float]
     box: tuple[int, int, int, int]
-    patch: np.ndarray = field(repr=False)
+    patch: np.ndarray | None = field(repr=False)
 
     def to_json(self, size: int | None = 64) -> dict:
         d = {"image": self.image, "path": self.path, "y": self.y, "x": self.x, "value": to_jsonable(self.value),
              "centre": list(self.centre), "box": list(self.box)}
-        if size:
+        if size and self.patch is not None:
             d["src"] = picture_data_uri(Image.fromarray(self.patch).resize((size, size), Image.BILINEAR), "photo")
         return d
 

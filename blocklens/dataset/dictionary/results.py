@@ -24,6 +24,9 @@ from .codebook import Codebook
 
 __all__ = ["Drive", "Atom", "ConceptDictionary"]
 
+DROPS_SHOWN = 1e-3     # the page's class search sees an atom's class drops at least this large (probability)
+CROPS_PER_ATOM = 4     # each atom's top images shown whole (with its map over them) in the page
+
 
 @dataclass
 class Drive:
@@ -149,16 +152,35 @@ class ConceptDictionary:
             out.append(f"atom {a.index}: fires on {a.coverage:.0%} of images; drives {top}" + (f"  [{flags}]" if flags else ""))
         return out
 
+    def drops_json(self, least: float = DROPS_SHOWN) -> dict:
+        """``class_drops`` compactly, for the page's class search: per atom (by index) the classes whose mean
+        probability drop is at least ``least`` in size (rounded to 4 places), and those classes' names."""
+        if self.class_drops is None:
+            return {"measure": "prob_drop", "least": least, "labels": {}, "atoms": {}}
+        drops = np.asarray(self.class_drops, np.float32)
+        named = {d.cls: d.label for a in self.atoms for d in a.drives}
+        atoms, labels = {}, {}
+        for a in self.atoms:
+            row = drops[a.index]
+            keep = np.nonzero(np.abs(row) >= least)[0]
+            atoms[str(a.index)] = {str(int(c)): round(float(row[c]), 4) for c in keep}
+            for c in keep:
+                labels[str(int(c))] = (self.labels[c] if c < len(self.labels)
+                                       else named.get(int(c), f"class {int(c)}"))
+        return {"measure": "prob_drop", "least": least, "labels": labels, "atoms": atoms}
+
     def to_json(self, images: bool = True, size: int = 64) -> dict:
         crops = {}
         if images and self.crops is not None:
-            wanted = {e.image for a in self.atoms for e in a.examples[:4]}
-            crops = {str(i): picture_data_uri(self.crops(i).resize((168, 168), Image.BILINEAR), "photo")
-                     for i in sorted(wanted)}
+            wanted = {e.image for a in self.atoms for e in a.examples[:CROPS_PER_ATOM]}
+            got = {i: self.crops(i) for i in sorted(wanted)}
+            crops = {str(i): picture_data_uri(c.resize((168, 168), Image.BILINEAR), "photo")
+                     for i, c in got.items() if c is not None}   # None: the image is not in the folder any more
         return {"kind": "dictionary", "key": self.key, "model": self.model, "fingerprint": self.fingerprint,
                 "layer": self.layer, "folder": self.folder, "images": self.images, "method": self.method,
                 "quality": to_jsonable(self.quality), "options": to_jsonable(self.options),
                 "timings": self.timings, "atoms": [a.to_json(size if images else None) for a in self.atoms],
+                "class_drops": self.drops_json(),
                 "icons": {a.key: (picture_data_uri(a.icon.to_pil(), "icon") if images and a.icon is not None else None)
                           for a in self.atoms if a.key},
                 "crops": crops}

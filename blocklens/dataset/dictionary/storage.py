@@ -45,8 +45,7 @@ def _examples(items: list[dict], root: Path, crop_of) -> list[ConceptExample]:
     for e in items:
         box = tuple(int(v) for v in e["box"])
         crop = crop_of(e["image"])
-        patch = (np.asarray(crop.crop(box).convert("RGB")) if crop is not None
-                 else np.zeros((box[3] - box[1], box[2] - box[0], 3), np.uint8))
+        patch = np.asarray(crop.crop(box).convert("RGB")) if crop is not None else None  # the image is gone
         out.append(ConceptExample(image=int(e["image"]), path=e["path"], y=int(e["y"]), x=int(e["x"]),
                                   value=float(e["value"]), centre=tuple(e["centre"]), box=box, patch=patch))
     return out

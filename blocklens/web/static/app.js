@@ -4,6 +4,7 @@ import { el } from "./util.js";
 import { mountViews } from "./views.js";
 import { linkIndexes } from "./indexes.js";
 import { mountConcepts } from "./concepts.js";
+import { mountAtoms } from "./atoms.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { model: null, image: "dog", file: null, models: [], handle: null, poll: null, seq: 0, explained: false };
@@ -129,13 +130,16 @@ init();
 const cc = { indexes: [], info: null, seq: 0, poll: null, started: false };
 
 function showPage() {
-  const concepts = location.hash === "#concepts";
-  document.body.classList.toggle("page-concepts", concepts);
-  $("concepts-page").hidden = !concepts;
-  $("concepts-result").hidden = !concepts;
-  for (const a of $("app-nav").querySelectorAll("a")) a.classList.toggle("on", (a.dataset.page === "concepts") === concepts);
-  if (concepts && !cc.started) { cc.started = true; conceptsInit(); }
-  if (!concepts && !state.explained) { state.explained = true; explain(); }
+  const page = { "#concepts": "concepts", "#dictionaries": "dictionaries" }[location.hash] || "explain";
+  for (const name of ["concepts", "dictionaries"]) {
+    document.body.classList.toggle(`page-${name}`, page === name);
+    $(`${name}-page`).hidden = page !== name;
+    $(`${name}-result`).hidden = page !== name;
+  }
+  for (const a of $("app-nav").querySelectorAll("a")) a.classList.toggle("on", a.dataset.page === page);
+  if (page === "concepts" && !cc.started) { cc.started = true; conceptsInit(); }
+  if (page === "dictionaries" && !dc.started) { dc.started = true; dictionariesInit(); }
+  if (page === "explain" && !state.explained) { state.explained = true; explain(); }
 }
 
 function ccError(msg) { $("cc-error").textContent = msg || ""; }
@@ -223,4 +227,34 @@ async function conceptsShow(id, seq, note) {
     ccStatus(`${note}: ${data.concepts.length} concepts of ${data.label} at ${data.layer}`, null);
   } catch (e) { if (seq === cc.seq) { ccError(e.message); ccStatus("", null); } }
   finally { if (seq === cc.seq) $("cc-go").disabled = false; }
+}
+
+// -- the concept dictionaries page (#dictionaries): the dictionaries saved in the store (bl.concept_dictionary),
+// one of them shown with mountAtoms, as in its report.
+const dc = { started: false, seq: 0 };
+
+async function dictionariesInit() {
+  $("dict-pick").addEventListener("change", () => dictionaryShow($("dict-pick").value));
+  let all;
+  try { all = await api("api/dictionaries"); } catch (e) { $("dict-error").textContent = `could not list the dictionaries: ${e.message}`; return; }
+  if (!all.length) {
+    $("dict-note").textContent = "No concept dictionary in the store yet: make one with bl.concept_dictionary(model, folder, store=...), then reload.";
+    return;
+  }
+  $("dict-pick").replaceChildren(...all.map((d) => el("option", { value: d.key },
+    `${d.layer} · ${d.model} · ${d.method.toUpperCase()} ${d.atoms} atoms · ${d.images} images of ${d.folder} (${d.key})`)));
+  await dictionaryShow(all[0].key);
+}
+
+async function dictionaryShow(key) {
+  const seq = ++dc.seq;
+  $("dict-error").textContent = "";
+  $("dict-status-text").textContent = "loading the dictionary (its patches are cut from the folder's images)…";
+  try {
+    const data = await api(`api/dictionaries/${key}`);
+    if (seq !== dc.seq) return;
+    mountAtoms($("dictionaries-result"), data);
+    $("dict-note").textContent = data.note || "";
+    $("dict-status-text").textContent = "";
+  } catch (e) { if (seq === dc.seq) { $("dict-error").textContent = e.message; $("dict-status-text").textContent = ""; } }
 }

@@ -10,7 +10,7 @@ const CONCEPT_MAP_PX = 168; // an image with the concept's map over it in the pa
 
 const pct = (v) => (v === null || v === undefined ? "–" : `${Math.round(100 * v)}%`);
 
-function conceptPatch(e, px = 48) {
+export function conceptPatch(e, px = 48) {
   const where = `${e.path} @ (${e.x},${e.y}): ${fmt(e.value, 3)}`;
   return el("figure", { class: "ex cc-patch", "data-image": e.image, "data-path": e.path, title: where },
     e.src ? el("img", { src: e.src, width: px, height: px, alt: e.path, title: where })
@@ -18,7 +18,7 @@ function conceptPatch(e, px = 48) {
     el("figcaption", { text: fmt(e.value, 2) }));
 }
 
-function conceptIcon(data, key, label, px = CONCEPT_PX) {
+export function conceptIcon(data, key, label, px = CONCEPT_PX) {
   const src = key && data.icons ? data.icons[key] : null;
   return src ? el("img", { class: "icon", src, width: px, height: px, alt: label, title: label, "data-icon": key })
     : el("span", { class: "icon cc-noicon", style: `width:${px}px;height:${px}px`, title: `${label} (no icon rendered)` });
@@ -53,7 +53,7 @@ export function conceptLocation(loc, px = 96) {
 }
 
 // One image the concept fires on, its map a translucent heat layer on a canvas over the picture, its box outlined.
-function conceptMapFigure(data, c, e, scale) {
+export function conceptMapFigure(data, c, e, scale) {
   const S = c.location.frame;
   const px = CONCEPT_MAP_PX;
   const canvas = el("canvas", { class: "cc-map", width: px, height: px, "data-image": e.image });
