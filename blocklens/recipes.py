@@ -6,6 +6,7 @@ an icon's store key is made of (:func:`recipe_for`).
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from .errors import BlocklensError
@@ -169,6 +170,26 @@ def icon_recipe(preset: str | None = None, model=None, **overrides) -> dict:
 DEFAULT_LAYERS = {"efficientnet_lite0": ["blocks.7", "blocks.11"], "efficientnet_lite1": ["blocks.10", "blocks.16"],
                   "efficientnet_lite2": ["blocks.10", "blocks.16"]}
 
+#: :func:`architecture_key` of each zoo model: a model built on one (fine-tuned, a new head, other labels) has the
+#: same spatial layers and gets the zoo's default layers (a Lite0 with a two-class head: blocks.11 for class concepts
+#: and the dictionary, not the blocks.13 that the generic rule picks; bench/bench_default_layer.py).
+ARCHITECTURES = {"3376bc9d0e3d3b15": "efficientnet_lite0", "4d0c8cf416ad2a43": "efficientnet_lite1",
+                 "0c72b182d92aba74": "efficientnet_lite2"}
+
+
+def architecture_key(model) -> str:
+    """A digest of the model's spatial layers (name, type, shape, in forward order): equal for two models of one
+    architecture at one input size whatever their weights or classifier."""
+    text = "\n".join(f"{i.name} {i.type} {tuple(i.shape)}" for i in model.layers if i.spatial)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def zoo_architecture(model) -> str | None:
+    """The zoo model ``model`` is (by name) or is built on (by :func:`architecture_key`), else None."""
+    if model.name in DEFAULT_LAYERS:
+        return model.name
+    return ARCHITECTURES.get(architecture_key(model))
+
 
 #: Default layers have a grid of this many positions a side (smaller grids say little about where; larger ones
 #: cost more than a first look is worth, see :data:`~blocklens.analyses.common.MAX_POSITIONS`).
@@ -230,10 +251,11 @@ def layer_candidates(model) -> list:
 
 
 def default_layers(model) -> list[str]:
-    """Two spatial layers for a first look: the zoo's choice, else the :func:`layer_candidates` at 1/2 and 3/4
-    of the depth."""
-    if model.name in DEFAULT_LAYERS:
-        return list(DEFAULT_LAYERS[model.name])
+    """Two spatial layers for a first look: the zoo's choice (also for a model built on a zoo architecture,
+    :func:`zoo_architecture`), else the :func:`layer_candidates` at 1/2 and 3/4 of the depth."""
+    zoo = zoo_architecture(model)
+    if zoo is not None:
+        return list(DEFAULT_LAYERS[zoo])
     candidates = layer_candidates(model)
     if not candidates:
         kinds = sorted({i.layout for i in model.layers})
@@ -241,3 +263,11 @@ def default_layers(model) -> list[str]:
                              f"{', '.join(kinds)}); 'blocklens layers' lists them")
     picks = [candidates[len(candidates) // 2], candidates[(3 * len(candidates)) // 4]]
     return list(dict.fromkeys(i.name for i in picks))
+
+
+def concept_layer(model) -> str:
+    """The default layer of class concepts and of the concept dictionary: the deeper of :func:`default_layers`.
+    For Lite0 (and heads on it) that is blocks.11, chosen over blocks.9, 13 and 15 on heads planted on three marks:
+    its first concept lay on the mark for all three and removing it flipped 83-96% of the marked class, and the
+    dictionary found an atom on two of the three (bench/bench_default_layer.py, README)."""
+    return default_layers(model)[-1]

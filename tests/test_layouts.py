@@ -302,3 +302,22 @@ def test_grayscale_model(tmp_path):
         bl.wrap(GrayNet(), input_channels=1, mean=(0.5, 0.5, 0.5), std=(0.5,))
     with pytest.raises(BlocklensError, match="1 \\(grayscale\\), 3 \\(RGB\\) or 4"):
         bl.wrap(GrayNet(), input_channels=2, mean=(0.5,) * 2, std=(0.5,) * 2)
+
+
+def test_a_model_built_on_lite0_gets_lite0s_layers(lite0):
+    """A fine-tuned Lite0 (new head, new name) keeps the zoo's default layers: class concepts and the dictionary
+    at blocks.11, where planted heads were measured (bench/bench_default_layer.py), not the generic blocks.13."""
+    import copy
+
+    from blocklens.recipes import ARCHITECTURES, architecture_key, concept_layer, default_layers, layer_candidates
+
+    assert ARCHITECTURES[architecture_key(lite0)] == "efficientnet_lite0"
+    net = copy.deepcopy(lite0.module)
+    net.fc = torch.nn.Linear(net.fc.in_features, 2)
+    head = bl.wrap(net, labels=["a", "b"], normalize=lite0.normalize, input_size=lite0.input_size,
+                   resize=lite0.resize, name="lite0-head-a-b")
+    assert default_layers(head) == default_layers(lite0) == ["blocks.7", "blocks.11"]
+    assert concept_layer(head) == "blocks.11"
+    other = bl.wrap(copy.deepcopy(lite0.module), input_size=160, name="lite0-at-160")  # other shapes: generic rule
+    names = [i.name for i in layer_candidates(other)]
+    assert default_layers(other) == [names[len(names) // 2], names[3 * len(names) // 4]]

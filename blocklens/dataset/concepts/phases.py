@@ -18,7 +18,7 @@ import numpy as np
 from ...analyses.common import spatial_layer
 from ...errors import BlocklensError, CostError
 from ...jobs import ChunkRunner
-from ...recipes import default_layers
+from ...recipes import concept_layer
 from ..examples import patch_box
 from ..folders import folder_key, folder_labels, json_key
 from .chunks import MeasureChunk, ScanChunk, measure_chunk, scan_chunk
@@ -32,7 +32,7 @@ __all__ = ["Scan", "Measured", "check_request", "check_run", "select_images", "s
 def check_request(model, layer: str | None, cls, vs=None) -> tuple[Any, int, int | None]:
     """``(layer info, class index, vs index)`` for a request, or one error saying what would be valid: a layer
     with positions and known classes (:func:`check_run` checks the rest once the folder is known)."""
-    info = spatial_layer(model, layer or default_layers(model)[-1], "class concepts")
+    info = spatial_layer(model, layer or concept_layer(model), "class concepts")
     c_idx = model.class_index(cls)
     v_idx = model.class_index(vs) if vs is not None else None
     return info, c_idx, v_idx

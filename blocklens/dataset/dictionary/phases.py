@@ -15,7 +15,7 @@ import numpy as np
 from ...analyses.common import spatial_layer
 from ...errors import BlocklensError
 from ...jobs import ChunkRunner, npz_bytes, npz_load
-from ...recipes import default_layers
+from ...recipes import concept_layer
 from ...store import IconStore
 from ..folders import folder_key, json_key
 from .chunks import CollectChunk, RemoveChunk, collect_chunk, remove_chunk
@@ -57,7 +57,7 @@ class Request:
 def check_request(model, layer: str | None, atoms: int | None, method: str, epochs: int | None, top: int | None,
                   seed: int) -> Request:
     """The request checked before any work: a layer with positions, a known method, a possible number of atoms."""
-    info = spatial_layer(model, layer or default_layers(model)[-1], "a concept dictionary")
+    info = spatial_layer(model, layer or concept_layer(model), "a concept dictionary")
     if method not in METHODS:
         raise BlocklensError(f"unknown method {method!r}: one of {', '.join(METHODS)}")
     k = DEFAULT_ATOMS if atoms is None else int(atoms)
