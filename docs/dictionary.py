@@ -19,33 +19,38 @@ HERE = Path(__file__).resolve().parent
 
 def card(atom, px: int = 64, patches: int = 4) -> Image.Image:
     """One atom: icon, top patches, its first three drives and its flags' codes, in a 2-line caption."""
-    out = Image.new("RGB", (px * (patches + 1) + 6 * patches + 10, px + 44), "white")
+    out = Image.new("RGB", (px * (patches + 1) + 6 * patches + 10, px + 50), "white")
     if atom.icon is not None:
         out.paste(atom.icon.to_pil().convert("RGB").resize((px, px), Image.BICUBIC), (0, 0))
     for i, e in enumerate(atom.examples[:patches]):
         out.paste(Image.fromarray(e.patch).resize((px, px), Image.BILINEAR), (px + 10 + i * (px + 6), 0))
     d = ImageDraw.Draw(out)
-    drives = ", ".join(f"{x.label} {x.prob_drop:+.2f}" for x in atom.drives[:2])
-    d.text((0, px + 4), f"atom {atom.index} · fires on {atom.coverage:.0%} · {drives}", fill=(20, 20, 20))
+    d.text((0, px + 4), f"atom {atom.index} · fires on {atom.coverage:.0%} of images", fill=(20, 20, 20))
     if atom.flags:
-        d.text((0, px + 20), "flags: " + ", ".join(c for c, _ in atom.flags), fill=(170, 30, 30))
+        d.text((200, px + 4), "flags: " + ", ".join(c for c, _ in atom.flags), fill=(170, 30, 30))
+    for i, x in enumerate(atom.drives[:2]):
+        d.text((0, px + 18 + 14 * i), f"{x.label[:28]}: logit {-x.logit_drop:+.1f}, "
+               + (f"p {-x.prob_drop:+.2f}" if abs(x.prob_drop) >= 0.005 else "p within 0.005"),
+               fill=(20, 20, 20))
     return out
 
 
 def sheet(d, cols: int = 2) -> Image.Image:
-    order = sorted(d.atoms, key=lambda a: -(a.drives[0].prob_drop if a.drives else 0))
+    order = sorted(d.atoms, key=lambda a: -(a.drives[0].logit_drop if a.drives else 0))
     cards = [card(a) for a in order]
     w, h = cards[0].width, cards[0].height
     rows = -(-len(cards) // cols)
     q = d.quality
     title = (f"{d.method.upper()} dictionary, {len(d.atoms)} atoms at {d.layer} of {d.model}, {len(d.images)} views of "
              f"the photographs: explained variance {q['explained_variance']:.0%} (PCA {q['pca']['explained_variance']:.0%}), "
-             f"{q['active_per_position']:.1f} active atoms per position. Each: icon, top patches, the classes whose "
-             "probability drops most when it is removed where it fires")
-    out = Image.new("RGB", (cols * (w + 24) + 24, rows * (h + 10) + 48), "white")
-    ImageDraw.Draw(out).text((12, 12), title, fill=(0, 0, 0))
+             f"{q['active_per_position']:.1f} active atoms per position.")
+    sub = ("Each atom: icon, top patches, the two classes whose logit drops most when its share is removed where it "
+           "fires (mean change of logit and probability)")
+    out = Image.new("RGB", (cols * (w + 24) + 24, rows * (h + 10) + 58), "white")
+    ImageDraw.Draw(out).text((12, 10), title, fill=(0, 0, 0))
+    ImageDraw.Draw(out).text((12, 26), sub, fill=(60, 60, 60))
     for i, c in enumerate(cards):
-        out.paste(c, (12 + (i % cols) * (w + 24), 40 + (i // cols) * (h + 10)))
+        out.paste(c, (12 + (i % cols) * (w + 24), 50 + (i // cols) * (h + 10)))
     return out
 
 
