@@ -1,8 +1,8 @@
 """blocklens on a Ray cluster that loses a node. A head and two worker nodes are started on this machine with
 ``ray.cluster_utils.Cluster`` (each node its own raylet, object store and one CPU, as Ray's own tests do; the head
-has no CPU, so every task runs on a worker node). Precompute, an index and class concepts run through it and give
-what they give here; then a worker node is removed while an index runs, and the run still finishes with the same
-index: Ray retries the lost tasks on the node that is left, the shards written before the loss are kept untouched,
+has no CPU, so every task runs on a worker node). Precompute, an index, class concepts and a concept dictionary run
+through it and give what they give here; then a worker node is removed while an index runs, and the run still
+finishes with the same index: Ray retries the lost tasks on the node that is left, the shards written before the loss are kept untouched,
 and no shard is half written.
 
 Marked ``cluster`` (17 s on an idle 2-core machine, up to two minutes beside other work): ``./dev test-cluster``; CI runs it after the default suite."""
@@ -16,6 +16,7 @@ import pytest
 
 import blocklens as bl
 from blocklens.dataset.concepts import class_concepts
+from blocklens.dataset.dictionary import concept_dictionary
 from blocklens.dataset.index import build_index
 from blocklens.images import BUNDLED_DIR
 from blocklens.jobs import npz_load
@@ -79,6 +80,15 @@ def test_precompute_index_and_concepts_through_the_cluster_equal_the_local_runs(
     assert [c.index for c in c_ray.concepts] == [c.index for c in c_here.concepts]
     for a, b in zip(c_here.concepts, c_ray.concepts):
         assert b.importance == pytest.approx(a.importance, rel=1e-3, abs=1e-4)
+        assert [e.box for e in b.examples] == [e.box for e in a.examples]
+
+    dkw = dict(layer="blocks.11", atoms=4, chunk=2, stability=False, examples=4, icons=False, progress=False)
+    d_here = concept_dictionary("efficientnet_lite0", BUNDLED_DIR, store=tmp_path / "d_here", **dkw)
+    d_ray = concept_dictionary("efficientnet_lite0", BUNDLED_DIR, store=tmp_path / "d_ray", ray="auto", **dkw)
+    np.testing.assert_allclose(np.stack([a.direction for a in d_ray.atoms]),
+                               np.stack([a.direction for a in d_here.atoms]), atol=1e-4)
+    for a, b in zip(d_here.atoms, d_ray.atoms):
+        assert [x.label for x in b.drives] == [x.label for x in a.drives]
         assert [e.box for e in b.examples] == [e.box for e in a.examples]
 
 

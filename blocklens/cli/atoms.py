@@ -47,6 +47,11 @@ def add_commands(sub) -> None:
     p.add_argument("--class", dest="cls", metavar="NAME", help="rank the atoms by how much each drives this class")
     p.add_argument("--examples", type=positive_int, default=8, help="top patches per atom (default 8)")
     p.add_argument("--workers", type=nonneg_int, default=0, help="local worker processes (default 0: this process)")
+    p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPU cores / workers)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run the chunks as Ray tasks (pip install 'blocklens[ray]'): "
+                   "auto, ray://HOST:10001, HOST:6379, or local")
+    p.add_argument("--gpus-per-task", type=float, default=0, metavar="N", help="GPUs Ray reserves per chunk "
+                   "(default 0)")
     add_icon_options(p, "no icons (the numbers and patches only)")
     add_store(p)
     p.add_argument("--out", metavar="FILE", default="dictionary.html", help="the self-contained HTML report "
@@ -69,6 +74,7 @@ def cmd_dictionary(args) -> int:
     d = concept_dictionary(model, source, args.layer, args.atoms, args.method, epochs=args.epochs, top=args.top,
                            seed=args.seed, stability=not args.no_stability, examples=args.examples,
                            icons=not args.no_icons, store=open_store(args), workers=args.workers,
+                           threads=args.threads, ray=args.ray, gpus_per_task=args.gpus_per_task,
                            progress=False if args.no_progress else None, log=stderr_log(args), **recipe)
     out = d.save_html(Path(args.out))
     ranked = d.for_class(args.cls) if args.cls is not None else None
