@@ -5,9 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import BlocklensError
 from .args import add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int, open_store, positive_int, stderr_log
-from .dataset import folder_arg
+from .dataset import add_source, source_arg
 
 DICTIONARY_EXAMPLES = """\
 examples:
@@ -31,9 +30,7 @@ def add_commands(sub) -> None:
                     "images where it fires) and flags (a cue that raises a class on images of other classes, "
                     "decisive, at a fixed place); and the dictionary's quality beside a PCA and the channels.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DICTIONARY_EXAMPLES)
-    p.add_argument("folder", nargs="?", metavar="FOLDER", help="a folder of images (subfolders included)")
-    p.add_argument("--bundled", action="store_true", help="the photos that ship with blocklens")
-    p.add_argument("--index", metavar="KEY", help="the folder of an index from 'blocklens index' (instead of FOLDER)")
+    add_source(p)
     add_model(p)
     p.add_argument("--layer", metavar="LAYER", help="a layer with positions (default: the report's deeper layer)")
     p.add_argument("--atoms", type=positive_int, help="the number of atoms (default 32)")
@@ -65,11 +62,9 @@ def cmd_dictionary(args) -> int:
     from ..dataset.dictionary import concept_dictionary
 
     model = load_model_arg(args, renders=not args.no_icons)
-    if args.index and (args.folder or args.bundled):
-        raise BlocklensError("give a FOLDER, --bundled or --index, not several")
+    source = source_arg(args)
     if args.cls is not None:
         model.class_index(args.cls)  # an unknown class fails before any work
-    source = args.index or folder_arg(args)
     recipe = icon_recipe(args, model)
     d = concept_dictionary(model, source, args.layer, args.atoms, args.method, epochs=args.epochs, top=args.top,
                            seed=args.seed, stability=not args.no_stability, examples=args.examples,

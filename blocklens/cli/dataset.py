@@ -36,6 +36,20 @@ examples:
 """
 
 
+def add_source(p: argparse.ArgumentParser) -> None:
+    """FOLDER, --bundled or --index KEY: the images of a folder job (:func:`source_arg` reads them)."""
+    p.add_argument("folder", nargs="?", metavar="FOLDER", help="a folder of images (subfolders included)")
+    p.add_argument("--bundled", action="store_true", help="the photos that ship with blocklens")
+    p.add_argument("--index", metavar="KEY", help="the folder of an index from 'blocklens index' (instead of FOLDER)")
+
+
+def source_arg(args):
+    """An index key, or the folder of :func:`folder_arg`; never several."""
+    if args.index and (args.folder or args.bundled):
+        raise BlocklensError("give a FOLDER, --bundled or --index, not several")
+    return args.index or folder_arg(args)
+
+
 def folder_arg(args) -> Path:
     from ..images import BUNDLED_DIR
 
@@ -120,9 +134,7 @@ def add_commands(sub) -> None:
                     "class gives labels; otherwise the model's predictions do. With --vs, also the channels that "
                     "carry the most evidence for one class over the other across both classes' images.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CONCEPTS_EXAMPLES)
-    p.add_argument("folder", nargs="?", metavar="FOLDER", help="a folder of images (subfolders included)")
-    p.add_argument("--bundled", action="store_true", help="the photos that ship with blocklens")
-    p.add_argument("--index", metavar="KEY", help="the folder of an index from 'blocklens index' (instead of FOLDER)")
+    add_source(p)
     add_model(p)
     p.add_argument("--class", dest="cls", required=True, metavar="NAME", help="the class (a name or an index)")
     p.add_argument("--vs", metavar="NAME", help="a second class: the pair's vocabulary, and each concept's effect "
@@ -209,9 +221,7 @@ def cmd_concepts(args) -> int:
     from ..dataset.concepts import class_concepts
 
     model = load_model_arg(args, renders=not args.no_icons)
-    if args.index and (args.folder or args.bundled):
-        raise BlocklensError("give a FOLDER, --bundled or --index, not several")
-    source = args.index or folder_arg(args)
+    source = source_arg(args)
     recipe = icon_recipe(args, model)
     result = class_concepts(model, source, args.cls, args.layer, args.k, vs=args.vs, store=open_store(args),
                             icons=not args.no_icons, positions=args.positions, max_images=args.max_images,

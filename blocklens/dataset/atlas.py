@@ -20,7 +20,6 @@ cell then gets:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -31,7 +30,7 @@ from ..errors import BlocklensError
 from ..iconcache import icons
 from ..images import picture_data_uri
 from ..optvis.targets import direction_target
-from ..web.report import atlas_html
+from ..web.report import HtmlPage, atlas_html
 from .examples import crop_patch
 from .index import load_index
 
@@ -97,7 +96,7 @@ class AtlasCell:
 
 
 @dataclass
-class ActivationAtlas:
+class ActivationAtlas(HtmlPage):
     """The atlas of one layer: ``layout`` ``(N, 2)`` in [0, 1] (one point per sample), ``cells``, ``grid``."""
 
     model: str
@@ -161,17 +160,10 @@ class ActivationAtlas:
     def to_html(self, title: str | None = None) -> str:
         return atlas_html(self, title=title)
 
-    def save_html(self, path) -> Any:
-        p = Path(path)
-        p.write_text(self.to_html(), encoding="utf-8")
-        return p
+    @property
+    def frame_height(self) -> int:
+        return self.grid * 48 + 160
 
-    def _repr_html_(self) -> str:
-        """In a notebook: the atlas page in an isolated iframe (its CSP keeps it offline)."""
-        import html
-
-        return (f'<iframe sandbox="allow-scripts" style="width:100%;height:{self.grid * 48 + 160}px;border:0" '
-                f'srcdoc="{html.escape(self.to_html(), quote=True)}"></iframe>')
 
 
 def atlas_icons(model, layer: str, directions: list[np.ndarray], *, store=None, cossim_pow: float = 1.0,

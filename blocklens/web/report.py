@@ -77,15 +77,37 @@ def report_html(expl, title: str | None = None, store=None, examples: dict | Non
     return page_html(data, title or title_for(expl))
 
 
-def save_report(expl, path: str | Path, title: str | None = None, store=None, examples: dict | None = None,
-                examples_note: str | None = None) -> Path:
-    """Write the report; the file is written whole to a temporary name first, then renamed into place."""
+def write_page(path: str | Path, text: str) -> Path:
+    """Write a page whole to a temporary name first, then rename it into place (no half-written page)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(report_html(expl, title, store, examples, examples_note), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+class HtmlPage:
+    """A result that is a self-contained page (its ``to_html()``): saved whole, shown in a notebook in an isolated
+    iframe (the page's CSP keeps it offline) ``frame_height`` pixels high."""
+
+    frame_height = 900
+
+    def to_html(self) -> str:
+        raise NotImplementedError
+
+    def save_html(self, path) -> Path:
+        return write_page(path, self.to_html())
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe sandbox="allow-scripts" style="width:100%;height:{self.frame_height}px;border:0" '
+                f'srcdoc="{html.escape(self.to_html(), quote=True)}"></iframe>')
+
+
+def save_report(expl, path: str | Path, title: str | None = None, store=None, examples: dict | None = None,
+                examples_note: str | None = None) -> Path:
+    """Write the report whole (:func:`write_page`)."""
+    return write_page(path, report_html(expl, title, store, examples, examples_note))
 
 
 def atlas_html(atlas, title: str | None = None) -> str:

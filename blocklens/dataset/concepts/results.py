@@ -8,7 +8,6 @@ notebook display).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -16,7 +15,7 @@ from PIL import Image
 
 from ...analyses.common import to_jsonable
 from ...images import picture_data_uri
-from ...web.report import concepts_html
+from ...web.report import HtmlPage, concepts_html
 from .rules import K_RULE
 
 __all__ = ["ConceptExample", "Concept", "ClassConcepts"]
@@ -92,7 +91,7 @@ class Concept:
 
 
 @dataclass
-class ClassConcepts:
+class ClassConcepts(HtmlPage):
     """The concepts of one class at one layer over a folder (see the module docstring); ``concepts`` ranked by
     importance. ``images``: the class's images (relative paths) in the order of the maps; ``labels_from``: how
     they were chosen (``"folders"`` or ``"predictions"``); ``vocabulary``: the channels of the pair with ``vs``."""
@@ -152,20 +151,6 @@ class ClassConcepts:
     def to_html(self, title: str | None = None) -> str:
         return concepts_html(self.to_json(), title or f"blocklens · concepts of {self.label} · {self.layer} · {self.model}")
 
-    def save_html(self, path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(self.to_html(), encoding="utf-8")
-        tmp.replace(p)
-        return p
-
-    def _repr_html_(self) -> str:
-        """In a notebook: the concepts page in an isolated iframe (its CSP keeps it offline)."""
-        import html
-
-        return (f'<iframe sandbox="allow-scripts" style="width:100%;height:900px;border:0" '
-                f'srcdoc="{html.escape(self.to_html(), quote=True)}"></iframe>')
 
 
 def _vocabulary_json(voc: dict | None, images: bool, size: int) -> dict | None:

@@ -9,7 +9,6 @@ frame, ``value`` (the atom's code there).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -18,7 +17,7 @@ from PIL import Image
 from ...analyses.common import to_jsonable
 from ...errors import BlocklensError
 from ...images import picture_data_uri
-from ...web.report import dictionary_html
+from ...web.report import HtmlPage, dictionary_html
 from ..concepts.results import ConceptExample
 from .codebook import Codebook
 
@@ -89,7 +88,7 @@ class Atom:
 
 
 @dataclass
-class ConceptDictionary:
+class ConceptDictionary(HtmlPage):
     """A dictionary of concepts learned over a folder at one layer (see :func:`concept_dictionary`): ``atoms``,
     ``quality`` (explained variance on held-out images, active atoms per position, dead atoms, stability across
     seeds, each beside a PCA of equal size and the layer's channels), ``images`` (the folder's readable images, in
@@ -188,17 +187,3 @@ class ConceptDictionary:
     def to_html(self, title: str | None = None) -> str:
         return dictionary_html(self.to_json(), title or f"blocklens · dictionary · {self.layer} · {self.model}")
 
-    def save_html(self, path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(self.to_html(), encoding="utf-8")
-        tmp.replace(p)
-        return p
-
-    def _repr_html_(self) -> str:
-        """In a notebook: the dictionary page in an isolated iframe (its CSP keeps it offline)."""
-        import html
-
-        return (f'<iframe sandbox="allow-scripts" style="width:100%;height:900px;border:0" '
-                f'srcdoc="{html.escape(self.to_html(), quote=True)}"></iframe>')
