@@ -22,12 +22,43 @@ def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", "-w", metavar="FILE", help=WEIGHTS_HELP)
 
 
+def device_name(text: str) -> str:
+    """An argparse type: a device name of the forms ``--device`` takes (whether it is here is checked by
+    :func:`check_device`, as a ``blocklens: error:`` line)."""
+    from ..models.devices import check_device_name
+
+    try:
+        return check_device_name(text)
+    except BlocklensError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_device(p: argparse.ArgumentParser, more: str = "") -> None:
+    """``--device`` of a command that runs a model (``more``: what else the command does with it)."""
+    from ..models.devices import DEVICE_FORMS
+
+    p.add_argument("--device", type=device_name, default="auto", metavar="DEVICE",
+                   help=f"where the model runs: {DEVICE_FORMS}; default auto{more}")
+
+
+def check_device(args) -> None:
+    """Before any work: the ``--device`` asked for must be here (one error naming it and what is available),
+    except with ``--ray``, where it is the workers' device, not this machine's."""
+    device = getattr(args, "device", None)
+    if device is not None and not getattr(args, "ray", None):
+        from ..models.devices import resolve_device
+
+        resolve_device(device)
+
+
 def load_model_arg(args, renders: bool = False):
-    """The model that ``--model`` and ``--weights`` name; with ``renders``, a model that takes only its own input
-    size gets a note on stderr that feature visualizations are resized to it."""
+    """The model that ``--model`` and ``--weights`` name, on ``--device`` (the CPU for a command without it);
+    with ``renders``, a model that takes only its own input size gets a note on stderr that feature
+    visualizations are resized to it."""
     from ..models import load_model
 
-    model = load_model(args.model, weights=getattr(args, "weights", None))
+    model = load_model(args.model, weights=getattr(args, "weights", None), device=getattr(args, "device", None)
+                       or "cpu")
     if renders and model.fixed_size:
         print(f"blocklens: note: {model.name} accepts only {model.input_size}x{model.input_size} inputs; feature "
               f"visualizations are optimized at their own size and resized to {model.input_size} px for it",

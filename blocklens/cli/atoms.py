@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import BlocklensError
-from .args import add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int, open_store, positive_int, stderr_log
+from .args import add_device, add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int, open_store, positive_int, stderr_log
 from .dataset import folder_arg
 
 DICTIONARY_EXAMPLES = """\
@@ -35,6 +35,7 @@ def add_commands(sub) -> None:
     p.add_argument("--bundled", action="store_true", help="the photos that ship with blocklens")
     p.add_argument("--index", metavar="KEY", help="the folder of an index from 'blocklens index' (instead of FOLDER)")
     add_model(p)
+    add_device(p, "; local worker i gets GPU i mod count; the dictionary trains there too")
     p.add_argument("--layer", metavar="LAYER", help="a layer with positions (default: the report's deeper layer)")
     p.add_argument("--atoms", type=positive_int, help="the number of atoms (default 32)")
     p.add_argument("--method", choices=["nmf", "sae"], default="nmf", help="online NMF (default) or a TopK sparse "
@@ -68,7 +69,7 @@ def cmd_dictionary(args) -> int:
     recipe = icon_recipe(args, model)
     d = concept_dictionary(model, source, args.layer, args.atoms, args.method, epochs=args.epochs, top=args.top,
                            seed=args.seed, stability=not args.no_stability, examples=args.examples,
-                           icons=not args.no_icons, store=open_store(args), workers=args.workers,
+                           icons=not args.no_icons, store=open_store(args), workers=args.workers, device=args.device,
                            progress=False if args.no_progress else None, log=stderr_log(args), **recipe)
     out = d.save_html(Path(args.out))
     ranked = d.for_class(args.cls) if args.cls is not None else None

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BlocklensError
-from .args import add_model, load_model_arg, positive_int, resolve_image_arg
+from .args import add_device, add_model, load_model_arg, positive_int, resolve_image_arg
 
 SPEC_EPILOG = """\
 model specs (--model SPEC, with --weights FILE for a state dict):
@@ -47,6 +47,7 @@ def add_commands(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  blocklens layers --grep blocks.9")
     add_model(p)
+    add_device(p)
     p.add_argument("--grep", metavar="TEXT", help="only layers whose name contains TEXT")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_layers)
@@ -59,6 +60,7 @@ def add_commands(sub) -> None:
                        epilog="example:\n  blocklens classify chelsea --top 3 --json")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     add_model(p)
+    add_device(p)
     p.add_argument("--top", "-k", type=positive_int, default=5, help="how many classes (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON: one object for one image, a list for several")
     p.set_defaults(func=cmd_classify)
@@ -74,6 +76,7 @@ def add_commands(sub) -> None:
                               "  blocklens vis 'logit:tiger cat' --size 224 --steps 256 --json")
     p.add_argument("targets", nargs="+", metavar="TARGET")
     add_model(p)
+    add_device(p, " (which also picks the preset when none is given)")
     p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None,
                    help=f"icon recipe ({presets_help()}); default: quick when the model is on a CPU, default on a GPU")
     p.add_argument("--size", type=positive_int, help="image size in pixels (overrides the preset)")
