@@ -2,6 +2,7 @@
 not here, before any work; ``resolve_device`` / ``to_device``, the one way a model is moved."""
 import argparse
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,33 @@ def test_library_entry_points_refuse_a_missing_gpu():
 
 def test_to_device_moves_the_module(lite0):
     assert to_device(lite0, "cpu") is lite0 and lite0.device.type == "cpu"
+
+
+# -- mixed precision: an opt-in recipe option for icons ---------------------------------------------------------
+def test_amp_icons_are_their_own_recipe(lite0):
+    """``amp="bf16"`` renders under autocast, reports itself in the recipe and so gets its own key; without it
+    the recipe (and every existing key) is unchanged; an unknown mode fails before any work."""
+    from blocklens.iconcache import icon_key_for
+    from blocklens.optvis.render import render
+    from blocklens.optvis.targets import parse_target
+    from blocklens.recipes import recipe_for
+
+    tiny = dict(size=32, steps=3, same_init=True, progress=False)
+    plain = render(lite0, ["blocks.7:3"], **tiny)
+    half = render(lite0, ["blocks.7:3"], amp="bf16", **tiny)
+    assert "amp" not in plain.recipe and half.recipe["amp"] == "bf16"
+    assert half.images.dtype == np.float32 and np.isfinite(half.history).all()
+    assert not np.array_equal(plain.images, half.images)  # the model really ran in bfloat16
+    t = parse_target(lite0, "blocks.7:3")
+    assert icon_key_for(lite0, t, recipe_for(size=32, steps=3)) != icon_key_for(lite0, t, recipe_for(size=32, steps=3, amp="bf16"))
+    assert "amp" not in recipe_for(size=32)
+    with pytest.raises(BlocklensError, match="amp must be None or one of bf16, got 'fp8'"):
+        render(lite0, ["blocks.7:3"], amp="fp8", **tiny)
+
+
+def test_amp_flag_reaches_the_recipe():
+    from blocklens.cli.args import recipe_args
+
+    args = build_parser().parse_args(["precompute", "--amp", "bf16", "--dry-run"])
+    assert recipe_args(args, "device")["amp"] == "bf16"
+    assert build_parser().parse_args(["vis", "blocks.7:1", "--amp", "bf16"]).amp == "bf16"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BlocklensError
-from .args import add_device, add_model, load_model_arg, positive_int, resolve_image_arg
+from .args import add_amp, add_device, add_model, load_model_arg, positive_int, resolve_image_arg
 
 SPEC_EPILOG = """\
 model specs (--model SPEC, with --weights FILE for a state dict):
@@ -82,6 +82,7 @@ def add_commands(sub) -> None:
     p.add_argument("--size", type=positive_int, help="image size in pixels (overrides the preset)")
     p.add_argument("--steps", type=positive_int, help="optimization steps (overrides the preset)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_amp(p)
     p.add_argument("--batch", type=positive_int, default=8, help="targets rendered together (default 8)")
     p.add_argument("--out", default="blocklens-vis", metavar="DIR", help="where PNGs go (default ./blocklens-vis)")
     p.add_argument("--store", metavar="DIR", help="icon store folder (default: $BLOCKLENS_CACHE or "
@@ -168,7 +169,7 @@ def cmd_vis(args) -> int:
     from ..recipes import default_preset, preset_options
 
     preset = args.preset or default_preset(model)
-    recipe = preset_options(preset, "icons", size=args.size, steps=args.steps, seed=args.seed)
+    recipe = preset_options(preset, "icons", size=args.size, steps=args.steps, seed=args.seed, amp=args.amp)
     if not args.json:
         print(f"{model.name}: {preset} preset ({recipe['size']} px, {recipe['steps']} steps)"
               + ("" if args.preset else f", chosen for the {model.device.type.upper()}"), file=sys.stderr)
