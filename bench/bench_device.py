@@ -87,6 +87,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     ap.add_argument("--sizes", choices=list(SIZES), help="task sizes (default: gpu on CUDA, cpu on a CPU)")
+    ap.add_argument("--default-icons", type=int, help="default-preset icons to render (default: the sizes'; 0 leaves "
+                    "them out, e.g. on a busy CPU, where each takes minutes)")
     ap.add_argument("--amp", action="store_true", help="also the icons in bfloat16 autocast (render(amp='bf16'))")
     ap.add_argument("--skip", nargs="*", default=[], help="tasks to leave out: icons explain index concepts "
                     "dictionary")
@@ -97,7 +99,9 @@ def main() -> None:
     from blocklens.recipes import PRESETS
 
     device = resolve_device(args.device)
-    sizes = SIZES[args.sizes or ("gpu" if device.startswith("cuda") else "cpu")]
+    sizes = dict(SIZES[args.sizes or ("gpu" if device.startswith("cuda") else "cpu")])
+    if args.default_icons is not None:
+        sizes["default"] = args.default_icons
     model = bl.load_model("efficientnet_lite0", device=device)
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else \
         f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
@@ -126,6 +130,8 @@ def main() -> None:
             modes = [("quick", None), ("default", None)] + ([("quick", "bf16"), ("default", "bf16")] if args.amp else [])
             for preset, amp in modes:
                 n = sizes[preset]
+                if not n:
+                    continue
                 extra = {"amp": amp} if amp else {}
                 s, _ = timed(device, lambda: bl.icons(model, LAYER, range(n), store=False, batch=batch,
                                                       progress=False, preset=preset, **extra))
