@@ -224,8 +224,9 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
             icon_recipe: dict | None = None, grid_recipe: dict | None = None,
             store: IconStore | str | None | bool = None, progress: bool | None = None,
             score: str | None = None, group_method: str | None = None, faithfulness: bool = True,
-            reference_icons: bool = True) -> Explanation:
-    """Every building block for ``image``. ``model``: a Model or a zoo name; ``layers``: spatial layers (default:
+            reference_icons: bool = True, device: str | None = None) -> Explanation:
+    """Every building block for ``image``. ``model``: a Model (which runs where it is) or a model spec, loaded on
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default cpu); ``layers``: spatial layers (default:
     two per model, :func:`default_layers`); ``classes``: the classes to explain (default: the top ``top``
     predictions), the first two form the contrasted pair. ``preset`` sets the icon and grid recipes (default:
     :func:`default_preset`, "quick" on a CPU and "default" on a GPU); ``icon_recipe`` / ``grid_recipe`` override
@@ -241,7 +242,7 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     from .models import Model, load_model
 
     _check_options(preset, icons, grids)
-    model = model if isinstance(model, Model) else load_model(model)
+    model = model if isinstance(model, Model) else load_model(model, device=device or "cpu")
     preset = preset or default_preset(model)
     recipe = {"icons": preset_options(preset, "icons", **(icon_recipe or {})),
               "grid": preset_options(preset, "grid", **(grid_recipe or {}))}

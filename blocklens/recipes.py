@@ -132,12 +132,12 @@ def sources_line(sources: dict) -> str:
 
 
 RECIPE_KEYS = ("size", "steps", "lr", "seed", "param", "decorrelate", "transforms", "rescue_steps", "through_cap",
-               "decay_power", "contrast", "coarse")
+               "decay_power", "contrast", "coarse", "amp")
 
 
 #: Options added after the first icon stores were written: part of a recipe (and its key) only when set, so that
 #: every recipe without them keeps its key (the reference pack's, the user's stores).
-OPTIONAL_KEYS = ("coarse",)
+OPTIONAL_KEYS = ("coarse", "amp")
 
 
 def recipe_for(**overrides) -> dict:

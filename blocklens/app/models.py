@@ -9,16 +9,18 @@ from __future__ import annotations
 import threading
 
 from ..errors import unknown
-from ..models import DEFAULT_MODEL, ZOO, list_models, load_model
+from ..models import DEFAULT_MODEL, ZOO, list_models, load_model, resolve_device
 from ..recipes import default_layers, layer_candidates
 from .checks import HTTPError
 
 
 class ModelPool:
-    """``models``: the user's specs, each a string or ``(spec, weights file)``. :attr:`loaded` holds the copies
-    by ``(name, role)`` (a caller may put a model there by hand, e.g. one that has no spec to load from)."""
+    """``models``: the user's specs, each a string or ``(spec, weights file)``; ``device``: where every copy is
+    loaded (checked now, so a device that is not here fails at start). :attr:`loaded` holds the copies by
+    ``(name, role)`` (a caller may put a model there by hand, e.g. one that has no spec to load from)."""
 
-    def __init__(self, models: list | None = None):
+    def __init__(self, models: list | None = None, device: str | None = "cpu"):
+        self.device = resolve_device(device)
         self.specs: dict[str, str | None] = {}
         for item in models or []:
             spec, weights = (item, None) if isinstance(item, str) else tuple(item)
@@ -37,8 +39,7 @@ class ModelPool:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self.loaded:
-                self.loaded[key] = load_model(name, weights=self.specs[name]) if name in self.specs \
-                    else load_model(name)
+                self.loaded[key] = load_model(name, weights=self.specs.get(name), device=self.device)
             return self.loaded[key], lock
 
     def listing(self) -> list[dict]:

@@ -25,7 +25,8 @@ def _setting(name: str) -> property:
 class BlocklensApp:
     """The app's state: models (an analysis, a render and a concepts copy of each, each with its lock), recent
     explanations, indexes, atlases and class concepts (each an LRU), background jobs and the icon store. Its
-    settings (:class:`~blocklens.app.settings.Settings`) are fixed once made."""
+    settings (:class:`~blocklens.app.settings.Settings`) are fixed once made. ``device``: where every model it
+    loads runs (``auto``, ``cpu``, ``cuda``, ``cuda:N``; a device that is not here raises at once)."""
 
     preset = _setting("preset")
     icon_recipe = _setting("icon_recipe")
@@ -39,11 +40,11 @@ class BlocklensApp:
     def __init__(self, store: IconStore | str | None = None, preset: str | None = None, *, max_explanations: int = 16,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
                  render: bool = True, icon_recipe: dict | None = None, grid_recipe: dict | None = None,
-                 models: list | None = None):
+                 models: list | None = None, device: str | None = "cpu"):
         self.settings = s = Settings(preset, dict(icon_recipe or {}), dict(grid_recipe or {}), render,
                                      max_upload_bytes, max_upload_pixels, max_explanations=max_explanations)
         self.store = store if isinstance(store, IconStore) else IconStore(store)
-        self.pool = ModelPool(models)
+        self.pool = ModelPool(models, device=device)
         self.specs = self.pool.specs  # the user's models (serve --model SPEC [--weights FILE]), by spec
         self._models = self.pool.loaded  # (name, role) -> model; a test may put one in by hand
         self.jobs = JobRegistry(s.max_jobs)

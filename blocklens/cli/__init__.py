@@ -2,8 +2,9 @@
 
 Every command has ``--help``; those that print results take ``--json``.
 
-Bad input (a missing file, an unknown layer, ...) prints one line starting ``blocklens: error:`` and exits
-with status 2; never a traceback.
+Bad input (a missing file, an unknown layer, a ``--device`` that is not here, ...) prints one line starting
+``blocklens: error:`` and exits with status 2; never a traceback. Every command that runs a model takes
+``--device`` (:func:`.args.add_device`): auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 
 from ..errors import BlocklensError
 from . import atoms, basic, dataset, interfaces, store
+from .args import check_device
 
 EXAMPLES = """\
 examples:
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             _plain_warnings()
+            check_device(args)  # a --device that is not here fails before any work
             return args.func(args)
     except BlocklensError as e:
         print(f"blocklens: error: {e}", file=sys.stderr)

@@ -22,12 +22,43 @@ def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", "-w", metavar="FILE", help=WEIGHTS_HELP)
 
 
+def device_name(text: str) -> str:
+    """An argparse type: a device name of the forms ``--device`` takes (whether it is here is checked by
+    :func:`check_device`, as a ``blocklens: error:`` line)."""
+    from ..models.devices import check_device_name
+
+    try:
+        return check_device_name(text)
+    except BlocklensError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_device(p: argparse.ArgumentParser, more: str = "") -> None:
+    """``--device`` of a command that runs a model (``more``: what else the command does with it)."""
+    from ..models.devices import DEVICE_FORMS
+
+    p.add_argument("--device", type=device_name, default="auto", metavar="DEVICE",
+                   help=f"where the model runs: {DEVICE_FORMS}; default auto{more}")
+
+
+def check_device(args) -> None:
+    """Before any work: the ``--device`` asked for must be here (one error naming it and what is available),
+    except with ``--ray``, where it is the workers' device, not this machine's."""
+    device = getattr(args, "device", None)
+    if device is not None and not getattr(args, "ray", None):
+        from ..models.devices import resolve_device
+
+        resolve_device(device)
+
+
 def load_model_arg(args, renders: bool = False):
-    """The model that ``--model`` and ``--weights`` name; with ``renders``, a model that takes only its own input
-    size gets a note on stderr that feature visualizations are resized to it."""
+    """The model that ``--model`` and ``--weights`` name, on ``--device`` (the CPU for a command without it);
+    with ``renders``, a model that takes only its own input size gets a note on stderr that feature
+    visualizations are resized to it."""
     from ..models import load_model
 
-    model = load_model(args.model, weights=getattr(args, "weights", None))
+    model = load_model(args.model, weights=getattr(args, "weights", None), device=getattr(args, "device", None)
+                       or "cpu")
     if renders and model.fixed_size:
         print(f"blocklens: note: {model.name} accepts only {model.input_size}x{model.input_size} inputs; feature "
               f"visualizations are optimized at their own size and resized to {model.input_size} px for it",
@@ -82,6 +113,13 @@ def add_recipe(p: argparse.ArgumentParser, default_preset: str | None) -> None:
     p.add_argument("--size", type=positive_int, help="image size in pixels (overrides the preset)")
     p.add_argument("--steps", type=positive_int, help="optimization steps (overrides the preset)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
+    add_amp(p)
+
+
+def add_amp(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--amp", choices=["bf16"], help="render in bfloat16 mixed precision (a GPU's option: its icons "
+                   "drive their units as strongly as float32 ones, but are other images, so they get their own key; "
+                   "not faster on a CPU without bf16 units)")
 
 
 def add_icon_options(p: argparse.ArgumentParser, no_icons: str) -> None:
@@ -123,10 +161,11 @@ def recipe_args(args, default_preset: str | None) -> dict | None:
     from ..recipes import preset_options
 
     preset = args.preset or default_preset
-    if preset is None and args.size is None and args.steps is None and args.seed is None:
+    amp = getattr(args, "amp", None)
+    if preset is None and args.size is None and args.steps is None and args.seed is None and amp is None:
         return None
     return preset_options(None if preset == "device" else preset, "icons", size=args.size, steps=args.steps,
-                          seed=args.seed)  # preset None: the device's
+                          seed=args.seed, amp=amp)  # preset None: the device's
 
 
 def print_help(p: argparse.ArgumentParser) -> int:

@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int, open_store, positive_int, stderr_log
+from .args import (add_device, add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int,
+                   open_store, positive_int, stderr_log)
 from .dataset import add_source, source_arg
 
 DICTIONARY_EXAMPLES = """\
@@ -32,6 +33,7 @@ def add_commands(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DICTIONARY_EXAMPLES)
     add_source(p)
     add_model(p)
+    add_device(p, "; local worker i gets GPU i mod count; the dictionary trains there too")
     p.add_argument("--layer", metavar="LAYER", help="a layer with positions (default: the report's deeper layer)")
     p.add_argument("--atoms", type=positive_int, help="the number of atoms (default 32)")
     p.add_argument("--method", choices=["nmf", "sae"], default="nmf", help="online NMF (default) or a TopK sparse "
@@ -68,7 +70,7 @@ def cmd_dictionary(args) -> int:
     recipe = icon_recipe(args, model)
     d = concept_dictionary(model, source, args.layer, args.atoms, args.method, epochs=args.epochs, top=args.top,
                            seed=args.seed, stability=not args.no_stability, examples=args.examples,
-                           icons=not args.no_icons, store=open_store(args), workers=args.workers,
+                           icons=not args.no_icons, store=open_store(args), workers=args.workers, device=args.device,
                            threads=args.threads, ray=args.ray, gpus_per_task=args.gpus_per_task,
                            progress=False if args.no_progress else None, log=stderr_log(args), **recipe)
     out = d.save_html(Path(args.out))

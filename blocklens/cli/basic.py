@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BlocklensError
-from .args import add_model, load_model_arg, positive_int, resolve_image_arg
+from .args import add_amp, add_device, add_model, load_model_arg, positive_int, resolve_image_arg
 
 SPEC_EPILOG = """\
 model specs (--model SPEC, with --weights FILE for a state dict):
@@ -47,6 +47,7 @@ def add_commands(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  blocklens layers --grep blocks.9")
     add_model(p)
+    add_device(p)
     p.add_argument("--grep", metavar="TEXT", help="only layers whose name contains TEXT")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_layers)
@@ -59,6 +60,7 @@ def add_commands(sub) -> None:
                        epilog="example:\n  blocklens classify chelsea --top 3 --json")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     add_model(p)
+    add_device(p)
     p.add_argument("--top", "-k", type=positive_int, default=5, help="how many classes (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON: one object for one image, a list for several")
     p.set_defaults(func=cmd_classify)
@@ -74,11 +76,13 @@ def add_commands(sub) -> None:
                               "  blocklens vis 'logit:tiger cat' --size 224 --steps 256 --json")
     p.add_argument("targets", nargs="+", metavar="TARGET")
     add_model(p)
+    add_device(p, " (which also picks the preset when none is given)")
     p.add_argument("--preset", choices=["default", "quick", "lucid"], default=None,
                    help=f"icon recipe ({presets_help()}); default: quick when the model is on a CPU, default on a GPU")
     p.add_argument("--size", type=positive_int, help="image size in pixels (overrides the preset)")
     p.add_argument("--steps", type=positive_int, help="optimization steps (overrides the preset)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_amp(p)
     p.add_argument("--batch", type=positive_int, default=8, help="targets rendered together (default 8)")
     p.add_argument("--out", default="blocklens-vis", metavar="DIR", help="where PNGs go (default ./blocklens-vis)")
     p.add_argument("--store", metavar="DIR", help="icon store folder (default: $BLOCKLENS_CACHE or "
@@ -165,7 +169,7 @@ def cmd_vis(args) -> int:
     from ..recipes import default_preset, preset_options
 
     preset = args.preset or default_preset(model)
-    recipe = preset_options(preset, "icons", size=args.size, steps=args.steps, seed=args.seed)
+    recipe = preset_options(preset, "icons", size=args.size, steps=args.steps, seed=args.seed, amp=args.amp)
     if not args.json:
         print(f"{model.name}: {preset} preset ({recipe['size']} px, {recipe['steps']} steps)"
               + ("" if args.preset else f", chosen for the {model.device.type.upper()}"), file=sys.stderr)

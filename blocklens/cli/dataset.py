@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import BlocklensError
-from .args import (add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int, open_store,
+from .args import (add_device, add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int, open_store,
                    positive_int, stderr_log)
 
 INDEX_EXAMPLES = """\
@@ -90,7 +90,7 @@ def add_commands(sub) -> None:
     add_store(p)
     p.add_argument("--workers", type=nonneg_int, default=0, help="local worker processes (default 0: this process)")
     p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPU cores / workers)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (default auto)")
+    add_device(p, "; local worker i gets GPU i mod count")
     p.add_argument("--ray", metavar="ADDRESS", help="run the chunks as Ray tasks (pip install 'blocklens[ray]'): "
                    "auto, ray://HOST:10001, HOST:6379, or local")
     p.add_argument("--gpus-per-task", type=float, default=0, metavar="N", help="GPUs Ray reserves per chunk "
@@ -109,6 +109,7 @@ def add_commands(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ATLAS_EXAMPLES)
     _add_index_options(p)
     add_model(p)
+    add_device(p)
     p.add_argument("--layer", required=True, metavar="LAYER", help="the layer to map")
     p.add_argument("--index", metavar="KEY", help="an index key from 'blocklens index' (instead of FOLDER)")
     p.add_argument("--grid", type=positive_int, default=20, help="cells per side (default 20)")
@@ -136,6 +137,7 @@ def add_commands(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CONCEPTS_EXAMPLES)
     add_source(p)
     add_model(p)
+    add_device(p, "; local worker i gets GPU i mod count")
     p.add_argument("--class", dest="cls", required=True, metavar="NAME", help="the class (a name or an index)")
     p.add_argument("--vs", metavar="NAME", help="a second class: the pair's vocabulary, and each concept's effect "
                    "on the pair")
@@ -225,7 +227,7 @@ def cmd_concepts(args) -> int:
     recipe = icon_recipe(args, model)
     result = class_concepts(model, source, args.cls, args.layer, args.k, vs=args.vs, store=open_store(args),
                             icons=not args.no_icons, positions=args.positions, max_images=args.max_images,
-                            examples=args.examples, workers=args.workers,
+                            examples=args.examples, workers=args.workers, device=args.device,
                             progress=False if args.no_progress else None, log=stderr_log(args), **recipe)
     out = Path(args.out or re.sub(r"[^A-Za-z0-9._-]+", "_", result.label) + ".concepts.html")
     result.save_html(out)

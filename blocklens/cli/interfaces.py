@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BlocklensError
-from .args import add_model, load_model_arg, resolve_image_arg
+from .args import add_device, add_model, load_model_arg, resolve_image_arg
 
 EXPLAIN_EPILOG = """\
 examples:
@@ -39,6 +39,7 @@ def add_commands(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXPLAIN_EPILOG)
     p.add_argument("image", metavar="IMAGE")
     add_model(p)
+    add_device(p, " (which also picks the preset when none is given)")
     p.add_argument("--layers", "-l", metavar="L1,L2", help="spatial layers, comma-separated, in any order "
                    "(default: two per model; 'blocklens layers' lists them)")
     p.add_argument("--classes", "-c", metavar="A,B", help="classes to explain (names or indices, comma-separated); "
@@ -81,6 +82,7 @@ def add_commands(sub) -> None:
                         "it loads at start, so a bad spec fails at once. 'blocklens models --help' describes the forms")
     p.add_argument("--weights", "-w", action=_AddWeights, dest="models", metavar="FILE",
                    help="a state dict (.pth/.pt or .safetensors) for the --model just before it")
+    add_device(p, " (every model the app loads; it also picks the preset when none is given)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -195,7 +197,7 @@ def cmd_serve(args) -> int:
         if importlib.util.find_spec(need) is None:
             raise BlocklensError(f"the web app needs {need}: pip install {need} (a blocklens dependency)")
     state = BlocklensApp(store=args.store, preset=args.preset, max_upload_bytes=args.max_upload_mb * 1024 * 1024,
-                         models=args.models)
+                         models=args.models, device=args.device)
     for spec in state.specs:  # the user's models load now: a bad spec fails here, not in the page
         state.model(spec)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

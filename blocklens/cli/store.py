@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..errors import BlocklensError
-from .args import (add_model, add_recipe, add_store, load_model_arg, nonneg_int, open_store, positive_int,
+from .args import (add_device, add_model, add_recipe, add_store, load_model_arg, nonneg_int, open_store, positive_int,
                    print_help, recipe_args, stderr_log)
 
 PRECOMPUTE_EXAMPLES = """\
@@ -54,8 +54,7 @@ def add_commands(sub) -> None:
                    "in this process)")
     p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPU cores / workers; "
                    "1 per Ray task)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to render (default "
-                   "auto: cuda when there is a GPU; local worker i gets GPU i mod count)")
+    add_device(p, "; local worker i gets GPU i mod count; with --ray, the workers' device")
     p.add_argument("--ray", metavar="ADDRESS", help="run the batches as tasks on a Ray cluster (pip install "
                    "'blocklens[ray]'): auto (the cluster started with 'ray start' here, or $RAY_ADDRESS), "
                    "ray://HOST:10001, HOST:6379, or local (start a cluster in this process)")

@@ -22,16 +22,15 @@ __all__ = ["Backend", "driver_model", "local_devices", "default_threads", "run_l
 
 
 def local_devices(device: str | None, workers: int) -> list[str | None]:
-    """One device per local worker: ``cuda:i mod count`` for ``"cuda"``, the CPU otherwise (``None`` or
-    ``"auto"``: CUDA where torch sees it)."""
+    """One device per local worker: ``cuda:i mod count`` for ``"cuda"``, the one asked for otherwise (``None`` or
+    ``"auto"``: CUDA where torch sees it); a device that is not here raises (:func:`resolve_device`)."""
     import torch
 
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from ..models.devices import resolve_device
+
+    device = resolve_device(device)
     if device == "cuda":
         n = torch.cuda.device_count()
-        if n == 0:
-            raise BlocklensError("device 'cuda' was asked for but torch sees no GPU here")
         return [f"cuda:{i % n}" for i in range(workers)]
     return [device] * workers
 
@@ -63,8 +62,9 @@ class Backend:
             raise BlocklensError(f"workers must be 0 (this process) or more, got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise BlocklensError(f"threads must be at least 1, got {self.threads}")
-        if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise BlocklensError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        from ..models.devices import check_device_name
+
+        self.device = None if self.device is None else check_device_name(self.device)
         if self.gpus_per_task < 0:
             raise BlocklensError(f"gpus_per_task must be 0 or more, got {self.gpus_per_task}")
         if self.ray is not None and self.device == "cuda" and not self.gpus_per_task:

@@ -90,18 +90,16 @@ def use_threads(threads: int | None) -> None:
 def worker_model(ref: WorkerRef):
     """The model of ``ref`` in this worker, built once per (spec, weights, fingerprint, device) from the spec (or
     the ``loader``); raises when its weights are not the ones the plan was made for."""
-    import torch
+    from ..models.devices import resolve_device, to_device
 
-    device = ref.device or WORKER.get("device")
-    if not device or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(ref.device or WORKER.get("device"))
     cache_key = (ref.model, ref.weights, ref.fingerprint, device)
     model = WORKER["models"].get(cache_key)
     if model is None:
         if ref.loader is not None:
             model = ref.loader()
             if device != "cpu" and hasattr(model, "module"):
-                model.module.to(device)
+                to_device(model, device)
         else:
             from ..models import load_model
             from ..models.spec import RandomWeightsWarning

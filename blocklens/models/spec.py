@@ -1,6 +1,6 @@
 """Model specs: one string that names any model, read the same way by every entry point.
 
-``load_model(spec, weights=None, device="cpu")`` accepts:
+``load_model(spec, weights=None, device="cpu")`` (``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``) accepts:
 
 - a zoo name: ``efficientnet_lite0`` (``blocklens models`` lists them);
 - ``package.module:callable`` (the ``module:attr`` convention; ``attr`` may be dotted, ``mod:Class.build``):
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import BlocklensError, closest
+from .devices import resolve_device, to_device
 
 SPEC_FORMS = ("a zoo name (blocklens models), package.module:callable, a torch.export file (.pt2), "
               "timm:NAME or torchvision:NAME (with --weights FILE)")
@@ -50,7 +51,8 @@ class RandomWeightsWarning(UserWarning):
 def load_model(spec: str | None = None, weights: str | os.PathLike | None = None,
                device: str | torch.device = "cpu"):
     """The model that ``spec`` names (see the module docstring), in eval mode with frozen weights, on
-    ``device``; ``weights``: a state dict file loaded into it. The result remembers ``spec`` and ``weights``
+    ``device`` (``"auto"``: cuda when torch sees a GPU; see :func:`~blocklens.models.devices.resolve_device`, which
+    raises for a device that is not here); ``weights``: a state dict file loaded into it. The result remembers ``spec`` and ``weights``
     (``model.spec``, ``model.weights``) so that worker processes can rebuild it."""
     from .zoo import DEFAULT_MODEL, ZOO
 
@@ -61,6 +63,7 @@ def load_model(spec: str | None = None, weights: str | os.PathLike | None = None
     text = spec.strip()
     if not text:
         raise BlocklensError(f"empty model spec; give {SPEC_FORMS}")
+    device = resolve_device(device)  # a device that is not here fails before the model is built
     weights_path = _weights_file(weights) if weights is not None else None
     kind, _, rest = text.partition(":")
     key = text.lower().replace("-", "_")
@@ -81,7 +84,7 @@ def load_model(spec: str | None = None, weights: str | os.PathLike | None = None
             hint += f"; for a function in a module write {mod}:{attr}"
         raise unknown("model", spec, ZOO, hint)
     model.module.requires_grad_(False)
-    model.module.to(device)
+    to_device(model, device)
     model.spec = spec
     model.weights = str(weights_path) if weights_path is not None else None
     return model

@@ -6,12 +6,17 @@ for the first 16 steps and whenever an image gets no gradient (:mod:`~blocklens.
 layers the objectives read are hooked, and the forward pass stops after the deepest of them unless an objective
 reads the model's output.
 
+Mixed precision: ``amp="bf16"`` runs the model's forward (and so its backward) under ``torch.autocast`` in
+bfloat16, the objective and the image in float32; it is part of the recipe (and so of an icon's key) only when
+set. Off by default: see the README's "Mixed precision" for where it is used and why nowhere else.
+
 Repeatability: with the same arguments and seed, the CPU result is the same image. The transforms draw from
 one generator seeded with ``seed`` (one draw per step for the whole batch), so with ``same_init=True`` (what the
 icon store uses) every image's trajectory depends only on its own objective, not on its batch mates.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +36,20 @@ from .targets import Target, parse_target
 from .transforms import Compose, scaled_transforms, standard_transforms
 
 DEFAULTS = dict(size=128, steps=512, lr=0.05, seed=0, param="fft", decorrelate=True, transforms="standard",
-                rescue_steps=16, through_cap=True, decay_power=1.0, contrast=None, coarse=None)
+                rescue_steps=16, through_cap=True, decay_power=1.0, contrast=None, coarse=None, amp=None)
+
+#: The mixed-precision modes ``render(amp=...)`` takes: the autocast dtype of each.
+AMP_DTYPES = {"bf16": torch.bfloat16}
+
+
+def autocast(amp: str | None, device: torch.device):
+    """The context the model's forward runs in: ``torch.autocast`` in ``amp``'s dtype on ``device``'s type, or
+    nothing for ``amp=None``."""
+    if amp is None:
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        raise BlocklensError(f"amp must be None or one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
 @dataclass
@@ -194,6 +212,7 @@ class _RenderLoop:
     rescue_steps: int
     contrast: float | None
     switch: int | None
+    amp: str | None = None
     params: list = field(init=False)
     opt: torch.optim.Optimizer = field(init=False)
     history: np.ndarray = field(init=False)       # (steps, B): the objective per image per step
@@ -229,12 +248,13 @@ class _RenderLoop:
     def values(self, probe, imgs: torch.Tensor, rescue, capped: dict, step: int) -> torch.Tensor:
         """The objective ``(B,)`` of ``imgs``, through the transforms (one draw from the generator)."""
         x = self.tf(_composite(imgs, self.bg_gen, self.batch, self.model.device), generator=self.gen)
-        out = probe.run(fast_layout(self.model.input_from_rgb(x)), stop=not self.needs_output)
-        acts = {name: probe.activations[info.name] for name, info in self.infos.items()}
+        with autocast(self.amp, self.model.device):
+            out = probe.run(fast_layout(self.model.input_from_rgb(x)), stop=not self.needs_output)
+        acts = {name: probe.activations[info.name].float() for name, info in self.infos.items()}  # no-op in fp32
         if step == 0 and capped:
             _check_capped(rescue, capped, acts)
         if self.needs_output:
-            acts[obj.OUTPUT] = out
+            acts[obj.OUTPUT] = out.float()
         return self.objective(obj.Context(acts, imgs))
 
     def set_gradients(self, grads, step: int) -> None:
@@ -284,7 +304,8 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
            batch: int | None = None, param: str | nn.Module = "fft", decorrelate: bool = True,
            alpha: bool = False, transforms: Any = "standard", rescue_steps: int = 16, through_cap: bool = True,
            decay_power: float = 1.0, contrast: float | None = None, coarse: float | None = None,
-           same_init: bool = False, progress: bool | None = None, desc: str = "render") -> RenderResult:
+           same_init: bool = False, amp: str | None = None, progress: bool | None = None,
+           desc: str = "render") -> RenderResult:
     """Optimize images for ``targets`` and return them with the objective history.
 
     ``targets``: a target string (``"blocks.9:12"``, ``"blocks.9:12@7,7"``, ``"logit:tiger cat"``), a
@@ -292,10 +313,12 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
     ``batch`` says how many images; an objective with ``batch=None`` parts applies to all of them).
     ``progress``: a progress bar on stderr (default: when stderr is a terminal). ``coarse``: coarse-to-fine, the
     share of the steps spent at half the size before the image is upsampled (in Fourier space) and optimized on
-    at full size (the early steps, which set the layout, cost a quarter as much).
+    at full size (the early steps, which set the layout, cost a quarter as much). ``amp``: ``"bf16"`` runs the
+    model in bfloat16 autocast (see the module docstring); None (default) in float32.
     """
     if steps < 1 or size < 8:
         raise BlocklensError(f"steps must be >= 1 and size >= 8 (got steps={steps}, size={size})")
+    autocast(amp, torch.device("cpu"))  # an unknown mode fails before any work
     objective, names, parsed, batch = _batch_for(model, targets, batch)
     seeds = [seed] * batch if same_init else [seed + b for b in range(batch)]
     switch = _coarse_switch(coarse, param, steps)
@@ -303,7 +326,7 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
     image = _make_param(param, batch, start_size, decorrelate, alpha, seeds, decay_power).to(model.device)
     loop = _RenderLoop(model, objective, image, batch=batch, steps=steps, size=size, lr=lr, seed=seed,
                        tf=_make_transforms(transforms, size), rescue_steps=rescue_steps, contrast=contrast,
-                       switch=switch)
+                       switch=switch, amp=amp)
     show = sys.stderr.isatty() if progress is None else progress
     from tqdm.auto import tqdm
 
@@ -315,16 +338,18 @@ def render(model, targets, *, size: int = 128, steps: int = 512, lr: float = 0.0
         bar.close()
     recipe = _render_recipe(size=size, steps=steps, lr=lr, seed=seed, param=param, decorrelate=decorrelate,
                             alpha=alpha, transforms=transforms, rescue_steps=rescue_steps, through_cap=through_cap,
-                            decay_power=decay_power, contrast=contrast, coarse=coarse)
+                            decay_power=decay_power, contrast=contrast, coarse=coarse, amp=amp)
     return RenderResult(images=final, history=loop.history, names=names, recipe=recipe,
                         zero_grad_steps=loop.zero_steps, targets=parsed)
 
 
 def _render_recipe(*, size, steps, lr, seed, param, decorrelate, alpha, transforms, rescue_steps, through_cap,
-                   decay_power, contrast, coarse) -> dict[str, Any]:
-    """The recipe a render reports: its settings, a custom parameterization or transforms as "custom"."""
-    return dict(size=size, steps=steps, lr=lr, seed=seed, param=param if isinstance(param, str) else "custom",
-                decorrelate=decorrelate, alpha=alpha,
-                transforms=transforms if isinstance(transforms, str) or transforms is None else "custom",
-                rescue_steps=rescue_steps, through_cap=through_cap, decay_power=decay_power, contrast=contrast,
-                coarse=coarse)
+                   decay_power, contrast, coarse, amp=None) -> dict[str, Any]:
+    """The recipe a render reports: its settings, a custom parameterization or transforms as "custom" (``amp``
+    only when set)."""
+    recipe = dict(size=size, steps=steps, lr=lr, seed=seed, param=param if isinstance(param, str) else "custom",
+                  decorrelate=decorrelate, alpha=alpha,
+                  transforms=transforms if isinstance(transforms, str) or transforms is None else "custom",
+                  rescue_steps=rescue_steps, through_cap=through_cap, decay_power=decay_power, contrast=contrast,
+                  coarse=coarse)
+    return recipe | ({"amp": amp} if amp else {})
