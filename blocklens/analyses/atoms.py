@@ -5,27 +5,32 @@ folder. For one image, its :class:`~blocklens.dataset.dictionary.codebook.Codebo
 
 - the **codes** ``(H, W, K)`` >= 0: how much of each atom every position holds; the top few per position are the
   *semantic dictionary in atoms* (the article's semantic dictionary, with learned atoms in place of channels);
-- each atom's **share** of the activations ``A_k`` ``(C, H, W)``: the exact split of
-  :meth:`~blocklens.dataset.dictionary.codebook.Codebook.shares` (every element divided among the atoms in proportion
-  to what each reconstructs there; for a signed layer, ``relu(A)`` and ``relu(-A)`` separately), so that
-  ``sum_k A_k + A_residual == A`` with ``A_residual`` the elements no atom reconstructs at all.
+- the **reconstruction** ``R = sum_k code_k (outer) d_k`` ``(C, H, W)``, ``d_k`` atom ``k``'s direction in the
+  layer's channel space (for a signed layer, fitted over ``[relu(A), relu(-A)]``, the positive part minus the
+  negative one: :attr:`~blocklens.dataset.dictionary.codebook.Codebook.directions`).
 
 **Attribution to atoms** (linear, gradient x activation), with ``G = d score / d A`` of each class (``score`` its
-``logit`` or ``logprob``)::
+``logit`` or ``logprob``): each atom's code times the gradient along its direction, and the residual the same for
+what the reconstruction leaves::
 
-    attribution[k, class] = sum(A_k * G_class)        residual[class] = sum(A_residual * G_class)
+    attribution[k, class] = sum_pos code_k(pos) * <G_class(pos), d_k>      residual[class] = sum((A - R) * G_class)
     sum_k attribution[k, class] + residual[class] == whole[class] == sum(A * G_class)
 
-Where the atoms reconstruct an element well, ``A_k`` is atom ``k``'s code times its direction, so its attribution
-is the code times the gradient along the direction. The exact split hands the dictionary's reconstruction error to
-the atoms in proportion; what the reconstruction alone would leave, ``outside[class] = sum((A - R) * G_class)`` with
-``R`` the codes times the atoms folded into channel space, is reported beside it with the image's
-``relative_error`` ``|A - R| / |A|``.
+so the residual is the evidence outside the dictionary's reach on this image (``relative_error`` ``|A - R| / |A|``
+says how much of the activation that is).
+
+Each atom's **share** of the activations ``A_k`` (the exact split of
+:meth:`~blocklens.dataset.dictionary.codebook.Codebook.shares`: every element divided among the atoms in proportion
+to what each reconstructs there, ``relu(A)`` and ``relu(-A)`` separately for a signed layer) never leaves the
+activations' range; it is what the removal check removes, as the dictionary's own removals do, and
+``share_attribution[k, class] = sum(A_k * G_class)`` (with ``share_residual`` the elements no atom reconstructs at
+all: they too add up to ``whole``) is its linear prediction. The split hands the reconstruction error to the atoms in
+proportion, which is why the shown numbers are the reconstruction's.
 
 **Removal check** (as the groups view's, :mod:`.faithfulness`): the ``check`` atoms with the largest attribution
 (in size) to each class have their share removed one at a time, ``score(A) - score(A - A_k)`` measured from the
-layer on (one batch for every class), and compared with the attribution: Spearman rank correlation, whether the
-top atom agrees, and the sum of the predicted drops against the measured ones. Removing the ``together`` atoms
+layer on (one batch for every class), and compared with the attribution (and with ``share_attribution``): Spearman
+rank correlation, whether the top atom agrees, and the sum of the predicted drops against the measured ones. Removing the ``together`` atoms
 with the most positive attribution at once gives the class's probability before and after.
 """
 from __future__ import annotations
@@ -63,9 +68,10 @@ class AtomAttribution:
     classes: list[int]
     labels: list[str]
     attribution: np.ndarray      # (K, n) float64
-    residual: np.ndarray         # (n,) float64: the elements no atom reconstructs
+    residual: np.ndarray         # (n,) float64: sum((A - R) * G), what the reconstruction leaves
     whole: np.ndarray            # (n,) float64: sum(A * G), the layer's linear attribution
-    outside: np.ndarray          # (n,) float64: sum((A - R) * G), what the reconstruction leaves
+    share_attribution: np.ndarray  # (K, n) float64: sum(A_k * G), each atom's exact share
+    share_residual: np.ndarray   # (n,) float64: the elements no atom reconstructs at all
     scores: np.ndarray           # (n,) float64: each class's score on this image
     relative_error: float        # |A - R| / |A| on this image
     score: str = "logprob"
@@ -81,8 +87,15 @@ class AtomAttribution:
 
     @property
     def adds_up(self) -> np.ndarray:
-        """``(n,)`` relative error of ``sum_k attribution + residual`` against ``whole``."""
-        total = self.attribution.sum(0) + self.residual
+        """``(n,)`` relative error of ``sum_k attribution + residual`` against ``whole`` (the same for the shares
+        is :meth:`shares_add_up`)."""
+        return self._gap(self.attribution, self.residual)
+
+    def shares_add_up(self) -> np.ndarray:
+        return self._gap(self.share_attribution, self.share_residual)
+
+    def _gap(self, attribution, residual) -> np.ndarray:
+        total = attribution.sum(0) + residual
         return np.abs(total - self.whole) / np.maximum(np.abs(self.whole), 1e-12)
 
     def ranked(self, cls) -> list[tuple[int, float]]:
@@ -112,7 +125,8 @@ class AtomAttribution:
             "maps": {str(a): np.round(self.codes[:, :, a], 4) for a in used},
             "classes": [int(c) for c in self.classes], "labels": list(self.labels),
             "attribution": self.attribution, "residual": self.residual, "whole": self.whole,
-            "outside": self.outside, "scores": self.scores, "relative_error": self.relative_error,
+            "share_attribution": self.share_attribution, "share_residual": self.share_residual,
+            "scores": self.scores, "relative_error": self.relative_error,
             "adds_up": self.adds_up, "score": self.score, "removal": self.removal,
         })
 
@@ -137,6 +151,7 @@ def atom_attribution(model, image, codebook, layer: str, *, classes: Sequence | 
 
     ``removal[j]``: ``{"class", "label", "atoms" (the checked atoms), "predicted" (their attribution),
     "actual" (the measured drop of the score when each is removed), "rank_correlation", "top_agrees",
+    "predicted_share" and "share_rank_correlation" (the same for ``share_attribution``),
     "predicted_sum", "actual_sum", "together" (atoms removed at once), "prob", "prob_without" (the class's
     probability before and after removing them), "score_without"}``.
     One backward pass, and one batch of ``|union of checked atoms| + n + 1`` variants from the layer on.
@@ -156,20 +171,21 @@ def atom_attribution(model, image, codebook, layer: str, *, classes: Sequence | 
         codes = codebook.encode_acts(act, t)                                  # (HW, K)
         k = codes.shape[1]
         g = grads.double()
-        attribution = torch.zeros((k, len(idx)), dtype=torch.float64, device=act.device)
+        shares = torch.zeros((k, len(idx)), dtype=torch.float64, device=act.device)
         total = torch.zeros_like(act, dtype=torch.float64)
         for start in range(0, k, CHUNK):
             parts = codebook.shares(act, codes, range(start, min(k, start + CHUNK)), t).double()  # (m, C, H, W)
-            attribution[start:start + parts.shape[0]] = torch.einsum("mchw,nchw->mn", parts, g)
+            shares[start:start + parts.shape[0]] = torch.einsum("mchw,nchw->mn", parts, g)
             total += parts.sum(0)
         a64 = act.double()
-        residual = torch.einsum("chw,nchw->n", a64 - total, g)
+        share_residual = torch.einsum("chw,nchw->n", a64 - total, g)
         whole = torch.einsum("chw,nchw->n", a64, g)
-        recon = codes.double() @ torch.as_tensor(np.asarray(codebook.atoms), dtype=torch.float64, device=act.device)
-        if codebook.signed:
-            recon = recon[:, :c] - recon[:, c:]
-        recon = recon.T.reshape(c, h, w)
-        outside = torch.einsum("chw,nchw->n", a64 - recon, g)
+        d = torch.as_tensor(np.asarray(codebook.directions), dtype=torch.float64, device=act.device)   # (K, C)
+        c64 = codes.double()                                                                              # (HW, K)
+        along = torch.einsum("kc,nchw->nkhw", d, g).flatten(2)                                            # (n, K, HW)
+        attribution = torch.einsum("pk,nkp->kn", c64, along)
+        recon = (c64 @ d).T.reshape(c, h, w)
+        residual = torch.einsum("chw,nchw->n", a64 - recon, g)
         rel = float((a64 - recon).norm() / a64.norm().clamp(min=1e-30))
     codes_hw = codes.reshape(h, w, k).float().cpu().numpy()
     tops, top_codes = _per_position(codes_hw, per_position)
@@ -177,7 +193,8 @@ def atom_attribution(model, image, codebook, layer: str, *, classes: Sequence | 
         layer=info.name, key=key, method=method or str(getattr(codebook, "method", "")), codes=codes_hw,
         top_atoms=tops, top_codes=top_codes, classes=idx, labels=[model.labels[i] for i in idx],
         attribution=attribution.cpu().numpy(), residual=residual.cpu().numpy(), whole=whole.cpu().numpy(),
-        outside=outside.cpu().numpy(), scores=scores.double().cpu().numpy(), relative_error=rel, score=score)
+        share_attribution=shares.cpu().numpy(), share_residual=share_residual.cpu().numpy(),
+        scores=scores.double().cpu().numpy(), relative_error=rel, score=score)
     result.removal = _removal_check(model, x, info.name, act, codebook, codes, t, result, check, together)
     return result
 
@@ -216,12 +233,15 @@ def _removal_check(model, x, layer: str, act, codebook, codes, t, r: AtomAttribu
     for j, c in enumerate(r.classes):
         rows = [pos[a] for a in checked[j]]
         predicted = r.attribution[checked[j], j]
+        predicted_share = r.share_attribution[checked[j], j]
         actual = full[j] - single[rows, j]
         checks.append(to_jsonable({
             "class": int(c), "label": r.labels[j], "score": r.score, "atoms": checked[j],
             "predicted": predicted, "actual": actual,
             "rank_correlation": _finite(rank_correlation(predicted, actual)),
             "top_agrees": bool(len(rows) > 0 and np.argmax(predicted) == np.argmax(actual)),
+            "predicted_share": predicted_share,
+            "share_rank_correlation": _finite(rank_correlation(predicted_share, actual)),
             "predicted_sum": float(predicted.sum()), "actual_sum": float(actual.sum()),
             "together": joint[j], "prob": float(probs[0, j]), "prob_without": float(probs[1 + len(union) + j, j]),
             "score_without": float(joint_s[j, j]),

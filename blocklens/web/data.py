@@ -16,7 +16,7 @@ Layout (``version`` 1)::
                        or null: how well they predicted removing what they credit, on this image (top class)
     flows[i]: from, to, spatial (H2, W2, H1, W1), groups {k: (k, k)}, groups_method
     atoms (only with a concept dictionary): layer, key, shape (H, W), k, top_atoms / top_codes (H, W, t),
-           maps {atom: (H, W)}, classes, attribution (K, n), residual, whole, outside (n,), relative_error,
+           maps {atom: (H, W)}, classes, attribution (K, n), residual, whole (n,), share_attribution, relative_error,
            removal [per class: atoms, predicted, actual, rank_correlation, ...], dictionary {key, model, folder,
            shown {atom: {key, coverage, drives, flags}}} (see :mod:`blocklens.analyses.atoms`)
     icons: {key: URL or null}  (null: not rendered yet, or cut from a sprite sheet; the page fills them in)
