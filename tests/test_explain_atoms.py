@@ -7,6 +7,7 @@ The dictionary here is fitted directly (one batched forward over 16 images and a
 layer's non-negative space, as the dictionary's own training does) so that the module runs in seconds; learning it
 through the whole pipeline is tests/test_concept_dictionary.py's subject."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from blocklens.dataset.dictionary import Atom, Codebook, ConceptDictionary
 from blocklens.dataset.dictionary.storage import save_dictionary
 from blocklens.errors import BlocklensError
 import planted
+from playwright.sync_api import expect
+from test_browser import CHROMIUM, browser_context_args, browser_type_launch_args, console  # noqa: F401 (fixtures)
 
 LAYER = "blocks.11"
 K = 24
@@ -91,11 +94,17 @@ def test_the_mark_atom_carries_the_marked_class_and_removing_it_lowers_the_class
     assert float(twin.reshape(7, 7, K)[MARK_CELL][mark]) < 0.25 * float(r.codes[MARK_CELL][mark])
 
 
-def test_explain_with_a_dictionary_adds_the_atoms_section_to_the_json_and_the_report(planted_setup, tmp_path):
+@pytest.fixture(scope="module")
+def explained(planted_setup):
+    """The marked image explained with the dictionary, by its key in the store (one layer, the light options)."""
     s = planted_setup
-    e = bl.explain(s["root"] / "marked" / "002.png", model=s["head"], layers=[LAYER], group_counts=[2], n_groups=2,
-                   icons=False, grids=False, faithfulness=False, group_method="linear", store=s["store"],
-                   dictionary=s["dictionary"].key)
+    return bl.explain(s["root"] / "marked" / "002.png", model=s["head"], layers=[LAYER], group_counts=[2],
+                      n_groups=2, icons=False, grids=False, faithfulness=False, group_method="linear",
+                      store=s["store"], dictionary=s["dictionary"].key)
+
+
+def test_explain_with_a_dictionary_adds_the_atoms_section_to_the_json_and_the_report(planted_setup, explained):
+    s, e = planted_setup, explained
     assert e.atoms is not None and e.atoms.layer == LAYER and e.atoms.key == s["dictionary"].key
     assert e.atoms.ranked(0)[0][0] == s["mark"]
     data = json.loads(json.dumps(e.to_json()))
@@ -129,3 +138,24 @@ def test_the_command_turns_a_bad_dictionary_into_one_error_line_with_status_2(pl
     if key == "nosuchkey":
         assert "planted0123456789" in err[0]   # the keys the store holds
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM}")
+def test_the_report_shows_the_atoms_section(planted_setup, explained, page, console, tmp_path):
+    e, mark = explained, planted_setup["mark"]
+    page.goto(e.save_html(tmp_path / "r.html").as_uri())
+    page.wait_for_selector("#blocklens[data-ready]")
+    section = page.locator("#atoms")
+    expect(section.locator("h2")).to_have_text(f"Atoms at {LAYER}")
+    expect(section.locator(".ax-cell")).to_have_count(49)
+    expect(section.locator(".ax-bars .ax-row[data-atom]")).to_have_count(10)
+    expect(section.get_by_test_id("atoms-residual")).to_contain_text("residual")
+    expect(section.get_by_test_id("atoms-check")).to_contain_text("rank correlation")
+    first = section.locator(".ax-bars .ax-row[data-atom]").first
+    assert int(first.get_attribute("data-atom")) == mark       # the bars of "marked" start with the mark atom
+    first.hover()
+    expect(section).to_have_attribute("data-atom", str(mark))
+    section.locator(".tabs .tab").nth(1).click()
+    expect(section).to_have_attribute("data-cls", "1")
+    expect(page.locator("nav.jump a[href='#atoms']")).to_have_count(1)

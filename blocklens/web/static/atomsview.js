@@ -24,7 +24,7 @@ function atomIcon(ctx, A, i, px) {
 function drivesText(A, i) {
   const info = A.dictionary.shown[String(i)];
   if (!info || !info.drives.length) return "";
-  return "drives " + info.drives.slice(0, 2).map((d) => `${d.label} ${fmt(d.prob_drop, 2)}`).join(", ");
+  return "drives " + info.drives.slice(0, 2).map((d) => `${d.label} ${d.logit_drop >= 0 ? "+" : ""}${fmt(d.logit_drop)}`).join(", ") + " (logit)";
 }
 
 export function explainAtomsView(ctx) {
@@ -117,10 +117,10 @@ export function explainAtomsView(ctx) {
       el("div", { class: "ax-head", text: `${A.labels[j]}: attribution to atoms (${unit})` }), ...rows,
       barRow(`${A.attribution.length - order.length} other atoms`, el("span", { class: "ax-tile ax-rest", style: "width:32px;height:32px" }), rest, max, { class: "ax-row ax-others" }, "the other atoms together"),
       barRow("residual", el("span", { class: "ax-tile ax-res", style: "width:32px;height:32px", text: "R" }), res, max, { class: "ax-row ax-residual", "data-testid": "atoms-residual" },
-        "the activations no atom reconstructs at all"),
-      el("div", { class: "ax-total", text: `whole layer ${whole >= 0 ? "+" : ""}${fmt(whole)} = atoms + residual (to ${fmt(A.adds_up[j], 1)} relative)` }));
+        "what the atoms do not reconstruct: activation − codes × atoms"),
+      el("div", { class: "ax-total", text: `whole layer ${whole >= 0 ? "+" : ""}${fmt(whole)} = atoms + residual${A.adds_up[j] < 1e-6 ? " (exactly, to rounding)" : ` (to ${fmt(A.adds_up[j], 1)} relative)`}` }));
     removal.replaceChildren(...removalFigure(A, j, hoverAtom));
-    how.textContent = `Attribution: activation × gradient of each class's ${unit}, each atom's exact share of the activations (every element split among the atoms in proportion to what each reconstructs there), so the atoms and the residual add up to the whole layer's. The dictionary reconstructs this image with relative error ${fmt(A.relative_error)}; of the whole layer, ${fmt(A.outside[j])} lies outside its reconstruction (activation − codes × atoms), which the split hands to the atoms in proportion.`;
+    how.textContent = `Attribution: activation × gradient of each class's ${unit}: each atom's code times the gradient along its direction, summed over positions; the residual is the same for what the atoms do not reconstruct (activation − codes × atoms: relative error ${fmt(A.relative_error)} on this image), so atoms and residual add up to the whole layer's. The removal check removes each atom's exact share of the activations (every element split among the atoms in proportion to what each reconstructs there), as the dictionary's own removals do.`;
   }
   build();
   // start on the position where the atoms fire most, so the side panel is never empty
@@ -160,5 +160,5 @@ function removalFigure(A, j, hoverAtom) {
   const together = c.together.length ? ` Removing atoms ${c.together.join(", ")} together takes ${c.label} from ${(100 * c.prob).toFixed(0)}% to ${(100 * c.prob_without).toFixed(0)}%.` : "";
   return [el("div", { class: "ax-head", text: "Removal check" }), svg,
     el("p", { class: "method-line ax-check", "data-testid": "atoms-check",
-      text: `The ${c.atoms.length} atoms with the largest attribution, each removed alone (its share subtracted, the rest of the network run): rank correlation ${rc} between predicted and measured drops, top atom ${c.top_agrees ? "agrees" : "does NOT agree"}; sums ${fmt(c.predicted_sum)} predicted, ${fmt(c.actual_sum)} measured.${together}` })];
+      text: `The ${c.atoms.length} atoms with the largest attribution, each removed alone (its share subtracted, the rest of the network run): rank correlation ${rc} between predicted and measured drops, top atom ${c.top_agrees ? "agrees" : "does NOT agree"}; sums ${fmt(c.predicted_sum)} predicted, ${fmt(c.actual_sum)} measured (the shares' own linear attribution: rank correlation ${c.share_rank_correlation === null ? "–" : fmt(c.share_rank_correlation)}).${together}` })];
 }
