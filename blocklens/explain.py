@@ -29,11 +29,10 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from PIL import Image
 
-from .analyses.atoms import AtomAttribution, atom_attribution
 from .analyses.attribution import (ChannelAttribution, LayerGradients, SpatialAttribution, channel_result,
                                    class_gradients, class_path_gradients, spatial_attribution)
 from .analyses.common import prepare, spatial_layer, to_jsonable
@@ -44,6 +43,9 @@ from .iconcache import icon_key_for, icons as get_icons
 from .recipes import (PRESETS, default_layers, default_preset, icon_recipe as preset_icon_recipe, preset_note,
                       preset_options, recipe_for, recipe_preset, sources_line)
 from .store import Icon, IconStore, icon_key
+
+if TYPE_CHECKING:
+    from .analyses.atoms import AtomAttribution
 
 ICON_BATCH = 16  # icons rendered together: on a 2-core CPU 16 costs ~7% less per icon than 8
 PAIR_TOP = 8  # channels shown on each side of a class pair: every ordered pair's top channels get icons
@@ -287,6 +289,8 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
                          layers=layer_results, flows=flows, preset=preset, recipe=recipe,
                          n_groups=layer_results[-1].groups.n_groups)
     if concept is not None:
+        from .analyses.atoms import atom_attribution
+
         t = time.perf_counter()
         result.atoms = atom_attribution(model, prep, concept.codebook, concept.layer, classes=cls,
                                         score=methods["score"], key=concept.key, method=concept.method)
