@@ -9,7 +9,9 @@ For an image, a model and a few layers, :func:`explain` computes
   optionally the activation grid;
 - between consecutive layers: layer-to-layer spatial attribution and group-to-group flows;
 - neuron groups for several group counts (the interfaces' slider), with group-to-group flows for each;
-- the icons of every channel and group direction shown, through the icon store.
+- the icons of every channel and group direction shown, through the icon store;
+- with a concept dictionary (``dictionary=``, :mod:`blocklens.dataset.dictionary`): the image read in its atoms at
+  its layer (:mod:`.analyses.atoms`), the atoms' icons taken from the store.
 
 Numbers and pictures are separate steps: ``explain(..., icons=False, grids=False)`` takes seconds and already
 knows the store key of every icon it will show (``icon_index``); :func:`finish` renders what the store lacks.
@@ -319,9 +321,9 @@ def _dictionary_for(model, dictionary, store):
                              f"{type(dictionary).__name__}")
     if dictionary.fingerprint != model.fingerprint:
         raise BlocklensError(f"dictionary {dictionary.key} was learned on {dictionary.model} (fingerprint "
-                             f"{dictionary.fingerprint[:12]}), not on {model.name} (fingerprint "
-                             f"{model.fingerprint[:12]}): learn one for this model (blocklens dictionary FOLDER "
-                             f"--model ...) or explain with {dictionary.model}")
+                             f"{dictionary.fingerprint}), not on {model.name} (fingerprint {model.fingerprint}): "
+                             f"explain with the model it was learned on, or learn one for this model "
+                             f"(blocklens dictionary FOLDER --model ...)")
     spatial_layer(model, dictionary.layer, "explain(dictionary=...)")
     return dictionary
 
