@@ -9,7 +9,9 @@ For an image, a model and a few layers, :func:`explain` computes
   optionally the activation grid;
 - between consecutive layers: layer-to-layer spatial attribution and group-to-group flows;
 - neuron groups for several group counts (the interfaces' slider), with group-to-group flows for each;
-- the icons of every channel and group direction shown, through the icon store.
+- the icons of every channel and group direction shown, through the icon store;
+- with a concept dictionary (``dictionary=``, :mod:`blocklens.dataset.dictionary`): the image read in its atoms at
+  its layer (:mod:`.analyses.atoms`), the atoms' icons taken from the store.
 
 Numbers and pictures are separate steps: ``explain(..., icons=False, grids=False)`` takes seconds and already
 knows the store key of every icon it will show (``icon_index``); :func:`finish` renders what the store lacks.
@@ -29,7 +31,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from PIL import Image
 
@@ -43,6 +45,9 @@ from .iconcache import icon_key_for, icons as get_icons
 from .recipes import (PRESETS, default_layers, default_preset, icon_recipe as preset_icon_recipe, preset_note,
                       preset_options, recipe_for, recipe_preset, sources_line)
 from .store import Icon, IconStore, icon_key
+
+if TYPE_CHECKING:
+    from .analyses.atoms import AtomAttribution
 
 ICON_BATCH = 16  # icons rendered together: on a 2-core CPU 16 costs ~7% less per icon than 8
 PAIR_TOP = 8  # channels shown on each side of a class pair: every ordered pair's top channels get icons
@@ -120,6 +125,10 @@ class Explanation:
     #: layer's channel icons (see :mod:`blocklens.quality`), filled in by :func:`finish`
     quality: dict = field(default_factory=dict)
     rendered: int = 0  # icons rendered (not found in the store) by finish()
+    #: with ``dictionary=``: the image read in the dictionary's atoms at its layer (:mod:`.analyses.atoms`), and
+    #: what the views show of the dictionary itself (:func:`_dictionary_info`)
+    atoms: AtomAttribution | None = None
+    atoms_dictionary: dict | None = None
 
     @property
     def note(self) -> str:
@@ -195,7 +204,13 @@ class Explanation:
                           "file": f"icons/{k}.png"} for k, i in self.icons.items()},
             "timings": to_jsonable(self.timings), "quality": to_jsonable(self.quality), "note": self.note,
             "sources": self.sources,
+            **({"atoms": self.atoms_json()} if self.atoms is not None else {}),
         }
+
+    def atoms_json(self) -> dict:
+        """The atoms section: :meth:`~.analyses.atoms.AtomAttribution.to_json` with the dictionary's key, model,
+        folder and, per atom shown, its icon key, coverage, top drives and flags."""
+        return dict(self.atoms.to_json(), dictionary=self.atoms_dictionary)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``explanation.json``, ``image.png`` and ``icons/<key>.png``; returns the JSON path."""
@@ -224,7 +239,7 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
             icon_recipe: dict | None = None, grid_recipe: dict | None = None,
             store: IconStore | str | None | bool = None, progress: bool | None = None,
             score: str | None = None, group_method: str | None = None, faithfulness: bool = True,
-            reference_icons: bool = True, device: str | None = None) -> Explanation:
+            reference_icons: bool = True, device: str | None = None, dictionary=None) -> Explanation:
     """Every building block for ``image``. ``model``: a Model (which runs where it is) or a model spec, loaded on
     ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default cpu); ``layers``: spatial layers (default:
     two per model, :func:`default_layers`); ``classes``: the classes to explain (default: the top ``top``
@@ -238,7 +253,12 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
 
     ``reference_icons``: a channel icon the store (or the reference pack beneath it, :mod:`blocklens.store.pack`)
     holds at the reference ("default") recipe is shown instead of rendering it at the preset; the explanation
-    says how many icons came from where (:attr:`Explanation.sources`). Off with ``icon_recipe`` given."""
+    says how many icons came from where (:attr:`Explanation.sources`). Off with ``icon_recipe`` given.
+
+    ``dictionary``: a concept dictionary (a :class:`~.dataset.dictionary.ConceptDictionary` or its key in the
+    store) of this model; the explanation then also reads the image in its atoms at its layer
+    (:attr:`Explanation.atoms`: the atoms at each position, attribution to atoms for every explained class with the
+    residual, and a removal check; :mod:`.analyses.atoms`). A dictionary of another model is refused."""
     from .models import Model, load_model
 
     _check_options(preset, icons, grids)
@@ -253,6 +273,7 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     t0 = time.perf_counter()
     prep = prepare(model, image)
     names = _layer_names(model, layers)
+    concept = _dictionary_for(model, dictionary, store) if dictionary is not None else None
     cls, predictions = _explained_classes(model, prep, classes, top)
     times["predict"] = time.perf_counter() - t0
     methods = _methods(score, group_method)
@@ -270,6 +291,16 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
                          crop=prep.crop, predictions=predictions, classes=cls, pair=(cls[0], cls[1]),
                          layers=layer_results, flows=flows, preset=preset, recipe=recipe,
                          n_groups=layer_results[-1].groups.n_groups)
+    if concept is not None:
+        from .analyses.atoms import atom_attribution
+
+        t = time.perf_counter()
+        result.atoms = atom_attribution(model, prep, concept.codebook, concept.layer, classes=cls,
+                                        score=methods["score"], key=concept.key, method=concept.method)
+        result.atoms_dictionary = _dictionary_info(concept, result.atoms)
+        used = set(result.atoms.used_atoms())
+        result.icons.update({a.key: a.icon for a in concept.atoms if a.key and a.icon is not None and a.index in used})
+        times[f"atoms {concept.layer}"] = time.perf_counter() - t
     _plan(model, result, store if reference_icons and not icon_recipe else None)
     times["analyses"] = time.perf_counter() - t0
     finish(model, result, store, progress=progress, icons=icons, grids=grids, prep=prep)
@@ -277,6 +308,42 @@ def explain(image, model="efficientnet_lite0", layers: Sequence[str] | None = No
     times["total"] = time.perf_counter() - t0
     result.timings = times
     return result
+
+
+def _dictionary_for(model, dictionary, store):
+    """The concept dictionary ``dictionary`` (one, or its key in ``store``), refused unless it was learned on
+    ``model`` (same fingerprint) at one of its layers with positions."""
+    from .dataset.dictionary import ConceptDictionary, load_dictionary
+
+    if isinstance(dictionary, str):
+        dictionary = load_dictionary(dictionary, store if isinstance(store, IconStore) else IconStore(None))
+    if not isinstance(dictionary, ConceptDictionary):
+        raise BlocklensError(f"dictionary must be a ConceptDictionary or its key in the store, got "
+                             f"{type(dictionary).__name__}")
+    if dictionary.fingerprint != model.fingerprint:
+        raise BlocklensError(f"dictionary {dictionary.key} was learned on {dictionary.model} (fingerprint "
+                             f"{dictionary.fingerprint}), not on {model.name} (fingerprint {model.fingerprint}): "
+                             f"explain with the model it was learned on, or learn one for this model "
+                             f"(blocklens dictionary FOLDER --model ...)")
+    spatial_layer(model, dictionary.layer, "explain(dictionary=...)")
+    return dictionary
+
+
+def _dictionary_info(d, atoms: AtomAttribution, drives: int = 3) -> dict:
+    """What the atoms view shows of the dictionary ``d``: its key, model, layer, folder, method and size, and per
+    atom shown (:meth:`AtomAttribution.used_atoms`) its icon key, coverage, top ``drives`` and flags."""
+    by_index = {a.index: a for a in d.atoms}
+    shown = {}
+    for i in atoms.used_atoms():
+        a = by_index.get(i)
+        if a is None:
+            continue
+        shown[str(i)] = {"key": a.key or None, "coverage": a.coverage, "fires": a.fires,
+                         "drives": [{"label": r.label, "prob_drop": r.prob_drop, "logit_drop": r.logit_drop}
+                                    for r in a.drives[:drives]],
+                         "flags": [c for c, _ in a.flags]}
+    return to_jsonable({"key": d.key, "model": d.model, "layer": d.layer, "folder": d.folder, "method": d.method,
+                        "atoms": len(d.atoms), "images": len(d.images), "shown": shown})
 
 
 def _check_options(preset: str | None, icons, grids) -> None:

@@ -8,6 +8,9 @@ Also ui_concepts.png: the class concepts report of the planted shortcut (tests/p
 Lite0 where only "marked" photos carry a mark), its top concept opened; ``--only concepts`` makes just that one.
 And ui_atoms.png: a concept dictionary of Lite0 (32 atoms at blocks.11) over the same 48 photos, searched for a
 class and its top atom opened; ``--only atoms`` makes just that one (``--store`` reuses a store's shards and icons).
+And explain_atoms.png: an explanation read in that dictionary's atoms (``explain --dictionary``: the atoms at each
+position, attribution to atoms with the residual, the removal check), one atom hovered; ``--only explain-atoms``
+makes just that one (``--dictionary KEY`` takes a dictionary of the store instead, ``--atoms-image`` the photo).
 """
 import argparse
 import tempfile
@@ -110,12 +113,38 @@ def shoot_atoms(browser, preset, store=None, search="zebra"):
     page.close()
 
 
+def shoot_explain_atoms(browser, preset, store=None, key=None, image="collies", cls=0):
+    """The explanation of ``image`` with a Lite0 dictionary (``key`` in ``store``, else the planted folder's of
+    :func:`dictionary_report`): only its atoms section, one layer, icons from the store."""
+    work = Path(tempfile.gettempdir()) / "blocklens-docs-dictionary"
+    store = store or work / "store"
+    if key is None:
+        dictionary_report(preset, store)
+        from blocklens.dataset.dictionary import list_dictionaries
+        key = list_dictionaries(store)[0]["key"]
+    e = bl.explain(bl.bundled_image(image), layers=["blocks.11"], group_counts=[6], icons="cached", grids=False,
+                   store=store, dictionary=key, preset=preset)
+    report = e.save_html(Path(tempfile.mkdtemp()) / "atoms.html")
+    page = browser.new_page(viewport={"width": 1240, "height": 900}, device_scale_factor=1)
+    page.goto(report.as_uri())
+    page.wait_for_selector("#blocklens[data-ready]")
+    a = e.atoms
+    best = a.ranked(a.classes[cls])[0][0]
+    page.locator("#atoms .tabs .tab").nth(cls).click()
+    page.locator(f"#atoms .ax-bars [data-atom='{best}']").hover()
+    page.wait_for_timeout(300)
+    page.locator("#atoms").screenshot(path=str(DOCS / "explain_atoms.png"))
+    page.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default="dog")
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
-    ap.add_argument("--only", choices=["concepts", "atoms"], help="make only this screenshot")
+    ap.add_argument("--only", choices=["concepts", "atoms", "explain-atoms"], help="make only this screenshot")
+    ap.add_argument("--dictionary", default=None, help="explain_atoms.png: a dictionary key of --store")
+    ap.add_argument("--atoms-image", default="collies", help="explain_atoms.png: the bundled photo explained")
     ap.add_argument("--store", default=None, help="the dictionary's store (ui_atoms.png; default: a temporary one)")
     args = ap.parse_args()
     if args.only == "atoms":
@@ -124,6 +153,13 @@ def main():
             shoot_atoms(browser, args.preset, args.store)
             browser.close()
         print("wrote ui_atoms.png")
+        return
+    if args.only == "explain-atoms":
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=ARGS)
+            shoot_explain_atoms(browser, args.preset, args.store, args.dictionary, args.atoms_image)
+            browser.close()
+        print("wrote explain_atoms.png")
         return
     if args.only == "concepts":
         with sync_playwright() as p:
@@ -176,6 +212,7 @@ def main():
             stop()
         shoot_concepts(browser, args.preset)
         shoot_atoms(browser, args.preset, args.store)
+        shoot_explain_atoms(browser, args.preset, args.store, args.dictionary, args.atoms_image)
         browser.close()
     print("wrote", ", ".join(sorted(p.name for p in [*DOCS.glob("ui_*.png"), *DOCS.glob("faithful_*.png")])))
 

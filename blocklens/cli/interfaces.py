@@ -15,6 +15,8 @@ examples:
   blocklens explain cat.jpg --out cat.html --classes "tiger cat,tabby"
   blocklens explain dog --layers blocks.5,blocks.9,blocks.13 --preset default   reference icons (slow on a CPU)
   blocklens explain dog --json                   the numbers as JSON on stdout (and the report)
+  blocklens explain dog --dictionary KEY         also the image in a concept dictionary's atoms (its key from
+                                                 'blocklens dictionary FOLDER')
 """
 
 SERVE_EPILOG = """\
@@ -60,6 +62,9 @@ def add_commands(sub) -> None:
     p.add_argument("--cached-only", action="store_true",
                    help="render nothing: take icons and grids only from the store; the views show the rest as "
                         "not rendered (the numbers in seconds, e.g. for a large model on a CPU)")
+    p.add_argument("--dictionary", "-d", metavar="KEY", help="a concept dictionary of this model in the store (the key "
+                   "'blocklens dictionary FOLDER' prints): the report adds, at its layer, the atoms at each position, "
+                   "attribution to atoms for the top classes with the residual, and a removal check")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_explain)
 
@@ -146,7 +151,7 @@ def cmd_explain(args) -> int:
     pictures = "cached" if args.cached_only else True
     result = explain(image, model=model, layers=_split(args.layers), classes=_split(args.classes),
                      n_groups=args.groups, preset=preset, store=args.store, progress=progress,
-                     icons=pictures, grids=pictures)
+                     icons=pictures, grids=pictures, dictionary=getattr(args, "dictionary", None))
     examples, examples_note = None, None
     if getattr(args, "examples", None):
         from ..dataset.index import index_for, load_index
@@ -180,8 +185,21 @@ def cmd_explain(args) -> int:
             print(examples_note)
         for layer, q in result.quality.items():
             print(f"  {layer}: {q['line']}")
+        if result.atoms is not None:
+            print(atoms_line(result))
         print(f"open it in a browser: file://{out.resolve()}")
     return 0
+
+
+def atoms_line(result) -> str:
+    """One line on the atoms section: the top class's top atom, the residual, and the removal check."""
+    a, c = result.atoms, result.atoms.removal[0]
+    (best, value), = a.ranked(c["class"])[:1]
+    rc = "n/a" if c["rank_correlation"] is None else f"{c['rank_correlation']:.2f}"
+    return (f"  atoms of {a.key} at {a.layer}: for {c['label']}, atom {best} carries {value:+.2f} of "
+            f"{a.whole[0]:+.2f} ({a.score}; residual {a.residual[0]:+.2f}); removing its top {len(c['together'])} "
+            f"atoms takes it from {100 * c['prob']:.0f}% to {100 * c['prob_without']:.0f}%; predicted vs measured "
+            f"drops of {len(c['atoms'])} atoms: rank correlation {rc}")
 
 
 def cmd_serve(args) -> int:

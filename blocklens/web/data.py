@@ -15,6 +15,10 @@ Layout (``version`` 1)::
                faithfulness {class, label, score, channels, spatial, groups, lines {channels, spatial, groups}}
                        or null: how well they predicted removing what they credit, on this image (top class)
     flows[i]: from, to, spatial (H2, W2, H1, W1), groups {k: (k, k)}, groups_method
+    atoms (only with a concept dictionary): layer, key, shape (H, W), k, top_atoms / top_codes (H, W, t),
+           maps {atom: (H, W)}, classes, attribution (K, n), residual, whole (n,), share_attribution, relative_error,
+           removal [per class: atoms, predicted, actual, rank_correlation, ...], dictionary {key, model, folder,
+           shown {atom: {key, coverage, drives, flags}}} (see :mod:`blocklens.analyses.atoms`)
     icons: {key: URL or null}  (null: not rendered yet, or cut from a sprite sheet; the page fills them in)
     sprites: [{layer, url, icon_size [H, W], cells {key: [x, y]}}]: per-layer sheets written by
              ``blocklens precompute``; one picture per layer instead of one request per icon
@@ -106,6 +110,9 @@ def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: st
             "methods": dict(getattr(lr, "methods", {}) or {}),
             "faithfulness": getattr(lr, "faithfulness", None),
         })
+    atoms = expl.atoms_json() if getattr(expl, "atoms", None) is not None else None
+    if atoms is not None:
+        keys += [a["key"] for a in atoms["dictionary"]["shown"].values() if a["key"]]
     in_sprites = {k for s in (sprites or []) for k in s["cells"]}
     flows = [{"from": f["from"], "to": f["to"], "spatial": to_jsonable(f["spatial"]),
               "groups": {str(k): to_jsonable(v) for k, v in f.get("groups_by_k", {}).items()},
@@ -121,4 +128,5 @@ def page_data(expl, icon_url: Callable[[str, object], str | None], image_url: st
         "sprites": sprites or [],
         "note": getattr(expl, "note", ""),
         "icon_quality": {k: v for q in getattr(expl, "quality", {}).values() for k, v in q.get("icons", {}).items()},
+        **({"atoms": atoms} if atoms is not None else {}),
     }

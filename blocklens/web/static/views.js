@@ -7,6 +7,7 @@ import { dictionaryView } from "./dictionary.js";
 import { gridsView } from "./grids.js";
 import { spatialView } from "./spatial.js";
 import { groupsView } from "./groups.js";
+import { explainAtomsView } from "./atomsview.js";
 
 export function mountViews(root, data) {
   const ctx = { data, icons: { ...data.icons }, acts: data.layers.map((L) => decodeF32(L.activations)) };
@@ -18,7 +19,7 @@ export function mountViews(root, data) {
         el("span", { class: "pred-label", text: p.label }),
         el("span", { class: "bar" }, el("span", { class: "bar-fill", style: `width:${Math.max(1, 100 * p.prob)}%;background:${rgb(POS)}` })),
         el("span", { class: "chan-val", text: `${(100 * p.prob).toFixed(1)}%` })))),
-    el("nav", { class: "jump" }, ...[["classes", "classes"], ["dictionary", "dictionary"], ["grids", "grids"], ["spatial", "spatial"], ["groups", "groups"]]
+    el("nav", { class: "jump" }, ...[["classes", "classes"], ["dictionary", "dictionary"], ["grids", "grids"], ["spatial", "spatial"], ["groups", "groups"], ...(data.atoms ? [["atoms", "atoms"]] : [])]
       .map(([id, t]) => el("a", { href: `#${id}`, text: t }))));
   const quality = el("div", { class: "quality-box" });
   const showQuality = (d) => {
@@ -32,7 +33,8 @@ export function mountViews(root, data) {
   showQuality(data);
   header.append(quality);
   const grids = gridsView(ctx);
-  root.replaceChildren(header, classesView(ctx), dictionaryView(ctx), grids.root, spatialView(ctx), groupsView(ctx));
+  root.replaceChildren(header, classesView(ctx), dictionaryView(ctx), grids.root, spatialView(ctx), groupsView(ctx),
+    ...(data.atoms ? [explainAtomsView(ctx)] : []));
   root.dataset.ready = "1";
   loadSprites(data.sprites, (icons) => {
     Object.assign(ctx.icons, icons);
