@@ -10,9 +10,11 @@ from .analyses.groups import NeuronGroups, group_attribution
 from .blocks import channel_attribution, neuron_groups, semantic_dictionary
 from .dataset.atlas import ActivationAtlas, activation_atlas
 from .dataset.concepts import ClassConcepts, class_concepts
-from .dataset.dictionary import ConceptDictionary, concept_dictionary, list_dictionaries, load_dictionary
+from .dataset.dictionary import (ConceptDictionary, concept_dictionary, dictionary_readability, list_dictionaries,
+                                 load_dictionary)
 from .dataset.examples import DatasetExamples, dataset_examples
 from .dataset.index import ActivationIndex, build_index, load_index
+from .dataset.readability import Judge, readability
 from .errors import BlocklensError, CostError
 from .explain import Explanation, explain
 from .iconcache import icons
@@ -26,7 +28,7 @@ from .store import IconStore
 from .version import __version__  # noqa: E402
 
 __all__ = ["ActivationAtlas", "ClassConcepts", "class_concepts", "ConceptDictionary", "concept_dictionary",
-           "load_dictionary", "list_dictionaries", "ActivationGrid", "ActivationIndex", "DatasetExamples", "activation_atlas", "build_index",
+           "load_dictionary", "list_dictionaries", "dictionary_readability", "readability", "Judge", "ActivationGrid", "ActivationIndex", "DatasetExamples", "activation_atlas", "build_index",
            "dataset_examples", "load_index", "BlocklensError", "ChannelAttribution", "CostError", "Explanation", "IconStore", "Model",
            "NeuronGroups", "SemanticDictionary", "SpatialAttribution", "activation_grid", "bundled_image",
            "channel_attribution", "explain", "group_attribution", "icons", "list_models", "load_image",

@@ -45,6 +45,9 @@ def add_commands(sub) -> None:
     p.add_argument("--no-stability", action="store_true", help="skip the second fit that measures stability")
     p.add_argument("--class", dest="cls", metavar="NAME", help="rank the atoms by how much each drives this class")
     p.add_argument("--examples", type=positive_int, default=8, help="top patches per atom (default 8)")
+    p.add_argument("--readability", action="store_true", help="also score how readable the atoms and the layer's "
+                   "channels are: two-alternative trials judged by the model's penultimate features (minutes: "
+                   "every unit's top, bottom and random patches are run through the model)")
     p.add_argument("--workers", type=nonneg_int, default=0, help="local worker processes (default 0: this process)")
     p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPU cores / workers)")
     p.add_argument("--ray", metavar="ADDRESS", help="run the chunks as Ray tasks (pip install 'blocklens[ray]'): "
@@ -70,6 +73,7 @@ def cmd_dictionary(args) -> int:
     recipe = icon_recipe(args, model)
     d = concept_dictionary(model, source, args.layer, args.atoms, args.method, epochs=args.epochs, top=args.top,
                            seed=args.seed, stability=not args.no_stability, examples=args.examples,
+                           readability=args.readability,
                            icons=not args.no_icons, store=open_store(args), workers=args.workers, device=args.device,
                            threads=args.threads, ray=args.ray, gpus_per_task=args.gpus_per_task,
                            progress=False if args.no_progress else None, log=stderr_log(args), **recipe)

@@ -21,17 +21,22 @@ does to every class, so that a concept pushing a class nobody asked about (a wat
    comes from images not predicted as that class, flips, its top patches and where they sit, and flags: ``cue``
    (raises a class mostly on images of other classes), ``decisive``, ``fixed-location``, ``dead``.
 
+6. *Readability* (optional, :mod:`.readability`): how well a judge model's features tell each atom's top patch from
+   its bottom or a random patch given its other top patches (two-alternative trials, Zimmermann et al. 2024), beside
+   the same figure for the layer's channels on the same folder.
+
 Modules: :mod:`.rules`, :mod:`.codebook`, :mod:`.chunks` (the work on the workers), :mod:`.train`,
 :mod:`.survey`, :mod:`.audit`, :mod:`.phases`, :mod:`.run` (:func:`concept_dictionary`), :mod:`.results`,
-:mod:`.storage` (saved like an index, loaded by key).
+:mod:`.storage` (saved like an index, loaded by key), :mod:`.readability`.
 """
 from __future__ import annotations
 
 from .codebook import Codebook
+from .readability import dictionary_readability
 from .results import Atom, ConceptDictionary, Drive
 from .rules import DICTIONARY_VERSION
 from .run import concept_dictionary
 from .storage import list_dictionaries, load_dictionary
 
 __all__ = ["concept_dictionary", "ConceptDictionary", "Atom", "Drive", "Codebook", "load_dictionary",
-           "list_dictionaries", "DICTIONARY_VERSION"]
+           "list_dictionaries", "dictionary_readability", "DICTIONARY_VERSION"]

@@ -27,6 +27,11 @@ DROPS_SHOWN = 1e-3     # the page's class search sees an atom's class drops at l
 CROPS_PER_ATOM = 4     # each atom's top images shown whole (with its map over them) in the page
 
 
+def _figure(f: dict) -> str:
+    """A readability figure: the score ± its standard error over units."""
+    return f"{f['score']:.2f} ± {f['se_units']:.2f}"
+
+
 @dataclass
 class Drive:
     """One class an atom drives, measured by removing the atom's share on the images where it fires: the mean
@@ -91,7 +96,8 @@ class Atom:
 class ConceptDictionary(HtmlPage):
     """A dictionary of concepts learned over a folder at one layer (see :func:`concept_dictionary`): ``atoms``,
     ``quality`` (explained variance on held-out images, active atoms per position, dead atoms, stability across
-    seeds, each beside a PCA of equal size and the layer's channels), ``images`` (the folder's readable images, in
+    seeds, each beside a PCA of equal size and the layer's channels; ``readability`` of the atoms and the channels
+    when it was measured, :func:`~.readability.dictionary_readability`), ``images`` (the folder's readable images, in
     the order of ``Atom.examples[i].image``), ``codebook`` (the arrays: encode new activations with it),
     ``class_drops`` ((K, classes) mean probability drop of every class per atom), the method and options."""
 
@@ -145,6 +151,12 @@ class ConceptDictionary(HtmlPage):
                f"{q['pca']['explained_variance']:.1%}), {q['active_per_position']:.1f} active atoms per position "
                f"(channels {q['channels']['active_per_position']:.1f}), {q['dead']} dead"
                + (f", stability {q['stability']:.2f} (PCA {q['pca']['stability']:.2f})" if q.get('stability') is not None else "")]
+        r = q.get("readability")
+        if r:
+            out.append(f"readability (two-alternative trials, chance 0.50; judge: {r['judge']}): atoms "
+                       f"{_figure(r['atoms']['bottom'])} against bottom patches, {_figure(r['atoms']['random'])} "
+                       f"against random ones; channels {_figure(r['channels']['bottom'])} and "
+                       f"{_figure(r['channels']['random'])}")
         for a in self.atoms:
             top = ", ".join(f"{d.label} {d.logit_drop:+.2f}" for d in a.drives[:3])
             flags = "; ".join(t for _, t in a.flags)

@@ -24,6 +24,7 @@ from ..index import folder_source
 from .audit import add_sums, drives_of, firing, flags_of, location
 from .codebook import Codebook
 from .phases import Request, check_request, check_size, collect, remove, train
+from .readability import dictionary_readability
 from .results import Atom, ConceptDictionary
 from .rules import DICTIONARY_VERSION
 from .storage import save_dictionary
@@ -101,7 +102,7 @@ def _quality(sv: Survey, extra: dict, req: Request, col: Collected) -> dict:
 
 def concept_dictionary(model: Any, folder_or_index, layer: str | None = None, atoms: int | None = None,
                        method: str = "nmf", *, epochs: int | None = None, top: int | None = None, seed: int = 0,
-                       stability: bool = True, examples: int = 8, icons: bool = True,
+                       stability: bool = True, examples: int = 8, icons: bool = True, readability: bool = False,
                        store: IconStore | str | os.PathLike | None = None, storage_options: dict | None = None,
                        chunk: int = 32, workers: int = 0, threads: int | None = None, device: str | None = None,
                        ray: str | None = None, gpus_per_task: float = 0, ray_init: dict | None = None,
@@ -113,7 +114,8 @@ def concept_dictionary(model: Any, folder_or_index, layer: str | None = None, at
     sparse autoencoder, ``top`` codes per position; on the model's device, a GPU when it has one); ``epochs``:
     passes over the rows (default 4 for NMF, 30 for the SAE); ``stability``: fit a second time (seed + 1) to
     measure it; ``examples``: top patches per atom; ``icons``: each atom's direction rendered through the store
-    (recipe options as :func:`blocklens.icons`). ``workers`` / ``ray`` / ``gpus_per_task`` / ``ray_init``: where
+    (recipe options as :func:`blocklens.icons`); ``readability``: score the atoms and the layer's channels by
+    two-alternative trials (:func:`~.readability.dictionary_readability`, into ``quality["readability"]``). ``workers`` / ``ray`` / ``gpus_per_task`` / ``ray_init``: where
     the collect and remove chunks run, as for :func:`blocklens.class_concepts`."""
     t0, times = time.perf_counter(), {}
     say = log or (lambda msg: None)
@@ -157,11 +159,19 @@ def concept_dictionary(model: Any, folder_or_index, layer: str | None = None, at
         method=req.method, atoms=atom_list, quality=_quality(sv, extra, req, col), codebook=cb,
         labels=list(model.labels), class_drops=class_drops,
         options={"atoms": req.atoms, "epochs": extra.get("epochs"), "batch": extra.get("batch"), "top": req.top if req.method == "sae" else None,
-                 "seed": req.seed, "examples": examples, "index": index.key if index is not None else None,
+                 "seed": req.seed, "examples": examples, "receptive_field": rf, "index": index.key if index is not None else None,
                  "fire": "peak >= 25% of the atom's 99th-percentile peak", "p99": [round(float(v), 5) for v in p99],
                  "predictions": {"pred": col.pred.tolist(), "prob": [round(float(p), 4) for p in col.prob]}},
         timings={k: round(v, 3) for k, v in times.items()},
-        tables={"peak": sv.peak, "peak_pos": sv.peak_pos, "ch_peak": sv.ch_peak, "ch_pos": sv.ch_pos},
+        tables={"peak": sv.peak, "peak_pos": sv.peak_pos, "ch_peak": sv.ch_peak, "ch_pos": sv.ch_pos, "low": sv.low,
+                "low_pos": sv.low_pos, "ch_low": sv.ch_low, "ch_low_pos": sv.ch_low_pos},
         crops=lambda i: model.prepare(root / paths[i])[1])
+    if readability:
+        if on_progress is not None:
+            on_progress(Progress("readability", 0, 1))
+        t1 = time.perf_counter()
+        dictionary_readability(result, model)
+        result.timings["readability"] = round(time.perf_counter() - t1, 3)
+        result.timings["total"] = round(time.perf_counter() - t0, 3)
     save_dictionary(result, store)
     return result

@@ -3,7 +3,8 @@
 :class:`Collected` knows, per collect shard, which images were readable, their predictions and which are held out,
 and reads a shard's rows only when asked (one shard in memory at a time). :func:`survey` encodes every image's rows
 once: per image and atom its peak, the peak's position and its share of the image's code mass, per image and
-channel its peak (for the channels' own examples and the readability score), and on the held-out images the
+channel its peak, per image and unit (atom or channel) its lowest value and where (ties broken at random: an atom is
+zero at most positions), for the readability score's top and bottom patches, and on the held-out images the
 quality of the dictionary beside a PCA of equal size and the layer's channels.
 """
 from __future__ import annotations
@@ -58,15 +59,28 @@ class Collected:
 
 @dataclass
 class Survey:
-    """Per readable image (rows) and atom (columns): ``peak``, ``peak_pos``, ``mass``; per image and channel
-    ``ch_peak`` / ``ch_pos``; ``quality`` (see :func:`survey`)."""
+    """Per readable image (rows) and atom (columns): ``peak``, ``peak_pos``, ``mass``, ``low`` / ``low_pos`` (the
+    lowest code and where); per image and channel ``ch_peak`` / ``ch_pos`` and ``ch_low`` / ``ch_low_pos``;
+    ``quality`` (see :func:`survey`)."""
 
     peak: np.ndarray
     peak_pos: np.ndarray
     mass: np.ndarray
     ch_peak: np.ndarray
     ch_pos: np.ndarray
+    low: np.ndarray
+    low_pos: np.ndarray
+    ch_low: np.ndarray
+    ch_low_pos: np.ndarray
     quality: dict = field(default_factory=dict)
+
+
+def lowest(per: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(n, positions, units)`` -> each image's and unit's lowest value ``(n, units)`` and its position, a tied
+    position drawn at random (``gen``, on the CPU) so that a unit at zero everywhere does not point at the corner."""
+    lo = per.min(1).values
+    noise = torch.rand(per.shape, generator=gen).to(per.device) + 1.0
+    return lo, ((per <= lo[:, None, :]) * noise).argmax(1)
 
 
 class _Tally:
@@ -110,7 +124,9 @@ def survey(col: Collected, cb: Codebook, device, pca: tuple[torch.Tensor, torch.
     t = cb.tensors(device)
     peak, mass = np.zeros((n, k), np.float32), np.zeros((n, k), np.float32)
     peak_pos = np.zeros((n, k), np.int64)
-    ch_peak, ch_pos = None, None
+    ch_peak = ch_pos = ch_low = ch_low_pos = None
+    low, low_pos = np.zeros((n, k), np.float32), np.zeros((n, k), np.int64)
+    gen = torch.Generator().manual_seed(0)
     tally = _Tally(k, cb.atoms.shape[1])
     mean, basis = pca[0].to(device), pca[1].to(device)
     shards = sorted(set(col.shard_of.tolist()))
@@ -125,14 +141,21 @@ def survey(col: Collected, cb: Codebook, device, pca: tuple[torch.Tensor, torch.
         peak[ids], peak_pos[ids] = pk.cpu().numpy(), pp.cpu().numpy()
         tot = per.sum(1)
         mass[ids] = (tot / tot.sum(1, keepdim=True).clamp(min=1e-30)).cpu().numpy()
-        chv, chp = raw.reshape(len(ids), hw, -1).max(1)
+        lv, lp = lowest(per, gen)
+        low[ids], low_pos[ids] = lv.cpu().numpy(), lp.cpu().numpy()
+        chans = raw.reshape(len(ids), hw, -1)
+        chv, chp = chans.max(1)
         if ch_peak is None:
-            ch_peak, ch_pos = np.zeros((n, raw.shape[1]), np.float32), np.zeros((n, raw.shape[1]), np.int64)
+            c = raw.shape[1]
+            ch_peak, ch_low = np.zeros((n, c), np.float32), np.zeros((n, c), np.float32)
+            ch_pos, ch_low_pos = np.zeros((n, c), np.int64), np.zeros((n, c), np.int64)
         ch_peak[ids], ch_pos[ids] = chv.cpu().numpy(), chp.cpu().numpy()
+        lv, lp = lowest(chans, gen)
+        ch_low[ids], ch_low_pos[ids] = lv.cpu().numpy(), lp.cpu().numpy()
         held = torch.as_tensor(np.repeat(col.held[ids], hw), device=device)
         if bool(held.any()):
             tally.add(x[held], codes[held], t["atoms"], mean, basis)
         if on_shard:
             on_shard(done + 1, len(shards))
-    return Survey(peak=peak, peak_pos=peak_pos, mass=mass, ch_peak=ch_peak, ch_pos=ch_pos,
-                  quality=tally.result(k, pca_stability))
+    return Survey(peak=peak, peak_pos=peak_pos, mass=mass, ch_peak=ch_peak, ch_pos=ch_pos, low=low, low_pos=low_pos,
+                  ch_low=ch_low, ch_low_pos=ch_low_pos, quality=tally.result(k, pca_stability))

@@ -31,7 +31,17 @@ function atomsQuality(data) {
       row("dead", "atoms never active on held-out positions (channels: never above zero)", `${q.dead ?? "–"} of ${k}`,
         pca.dead === undefined ? "–" : String(pca.dead), ch.dead === undefined ? "–" : String(ch.dead)),
       row("stability", "mean cosine of atoms matched one to one with a fit from another seed (PCA: two halves of the images)",
-        fmt(q.stability, 2), fmt(pca.stability, 2), "–")));
+        fmt(q.stability, 2), fmt(pca.stability, 2), "–"),
+      ...readabilityRows(q.readability, row)));
+}
+
+// Readability (when measured): the share of two-alternative trials in which the judge's features tell a unit's top
+// patch from a bottom or a random one, given its other top patches (chance 0.5), ± its standard error over units.
+function readabilityRows(r, row) {
+  if (!r || !r.atoms || !r.channels) return [];
+  const f = (x) => (x && x.score !== undefined ? `${fmt(x.score, 2)} ± ${fmt(x.se_units, 2)}` : "–");
+  const title = (c) => `share of two-alternative trials (chance 0.5) in which ${r.judge} tell a unit's top patch from a ${c} patch, given its ${r.top - 1} other top patches; ± standard error over units`;
+  return ["bottom", "random"].map((c) => row(`readability vs ${c}`, title(c), f(r.atoms[c]), "–", f(r.channels[c])));
 }
 
 function atomsHeader(data) {
