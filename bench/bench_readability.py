@@ -12,6 +12,8 @@ and a judge recognises a photograph it has seen in the references).
 
     python bench/bench_readability.py                 300 images, single-threaded (about 15 min on a busy 2-core box)
     python bench/bench_readability.py --images 120    quicker
+    python bench/bench_readability.py --imagenet REPO  distinct ImageNet photographs instead (one per class, from a
+                                                      git mirror of EliSchwartz/imagenet-sample-images)
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ thumbnails.describe = lambda: "8x8 colour thumbnails of each patch (no learned f
 
 def photos_of(units, n_photos: int) -> float:
     """Mean number of distinct source photographs among the units' top patches (view i shows photo i % n_photos)."""
-    return float(np.mean([len({int(Path(p.path).stem) % n_photos for p in u.top}) for u in units]))
+    return float(np.mean([len({int(Path(p.path).stem.split("_")[0]) % n_photos for p in u.top}) for u in units]))
 
 
 def main() -> None:
@@ -50,6 +52,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--atoms", type=int, default=32)
     p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--imagenet", metavar="REPO", help="a git mirror of EliSchwartz/imagenet-sample-images: "
+                   "--images distinct photographs from it instead of views of the bundled ones")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "blocklens-bench-readability"))
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -61,10 +65,19 @@ def main() -> None:
     from blocklens.images import bundled_images
 
     work = Path(args.work)
-    folder = make_folder(work / f"f{args.images}", args.images)
-    shared = HERE.parent.parent / "shared" / "images"
-    n_photos = len(set(bundled_images()) | {q.stem for q in (shared.glob("*") if shared.is_dir() else [])
-                                            if q.suffix.lower() in (".jpg", ".png", ".jpeg")})
+    if args.imagenet:
+        from bench_text_cue import make_folder as imagenet_folder
+
+        folder = work / f"imagenet{args.images}"
+        if len(list(folder.glob("*.jpg"))) != args.images:
+            folder.mkdir(parents=True, exist_ok=True)
+            imagenet_folder(args.imagenet, folder, args.images, seed=0, stamp=False)
+        n_photos = args.images
+    else:
+        folder = make_folder(work / f"f{args.images}", args.images)
+        shared = HERE.parent.parent / "shared" / "images"
+        n_photos = len(set(bundled_images()) | {q.stem for q in (shared.glob("*") if shared.is_dir() else [])
+                                                if q.suffix.lower() in (".jpg", ".png", ".jpeg")})
     model = bl.load_model()
     t = time.perf_counter()
     d = bl.concept_dictionary(model, folder, layer="blocks.11", atoms=args.atoms, method="nmf", icons=False,
@@ -81,7 +94,8 @@ def main() -> None:
                         {c: r.subset(u.name for u in chans) for c, r in got.items()}, time.perf_counter() - t1)
     t_read = time.perf_counter() - t
     q = d.quality
-    print(f"{len(d.images)} augmented views of {n_photos} photographs; {args.atoms} NMF atoms at blocks.11 of "
+    what = "ImageNet photographs (one per class)" if args.imagenet else f"augmented views of {n_photos} photographs"
+    print(f"{len(d.images)} {what}; {args.atoms} NMF atoms at blocks.11 of "
           f"efficientnet_lite0 (explained variance {q['explained_variance']:.1%}); dictionary {t_dict:.0f} s, "
           f"readability {t_read:.0f} s (both judges), single-threaded")
     print(f"10 top, 10 bottom, 10 random patches per unit; {args.trials} trials per unit and contrast; "

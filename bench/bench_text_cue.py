@@ -22,7 +22,8 @@ import blocklens as bl
 TEXT, AT, SIZE = "www.stockphoto.com", (40, 196), 22     # on a 256 px square; the model sees its centre 224 px
 
 
-def make_folder(repo: str, root: Path, n: int, seed: int) -> Path:
+def make_folder(repo: str, root: Path, n: int, seed: int, stamp: bool = True) -> Path:
+    """``n`` ImageNet photographs as 256 px centre squares, every other one stamped with :data:`TEXT` (``stamp``)."""
     ls = subprocess.run(["git", "-C", repo, "ls-tree", "--name-only", "HEAD"], capture_output=True, text=True,
                         check=True).stdout.split()
     random.seed(seed)
@@ -33,7 +34,7 @@ def make_folder(repo: str, root: Path, n: int, seed: int) -> Path:
         s = min(im.size)
         x0, y0 = (im.width - s) // 2, (im.height - s) // 2
         im = im.crop((x0, y0, x0 + s, y0 + s)).resize((256, 256), Image.BICUBIC)
-        if i % 2 == 0:
+        if stamp and i % 2 == 0:
             ImageDraw.Draw(im, "RGBA").text(AT, TEXT, fill=(255, 255, 255, 200), font=font)
         im.save(root / f"{i:02d}_{'text' if i % 2 == 0 else 'plain'}.jpg", quality=92)
     return root
