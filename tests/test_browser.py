@@ -52,6 +52,18 @@ def shot(locator, name):
     locator.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
+def example_maps_shown(panel, shown: list, crops: dict) -> None:
+    """A concept's or atom's panel draws one map per image in ``shown``, in that order, over that image's crop, each
+    with its heat layer and box painted."""
+    maps = panel.locator("canvas.cc-map")
+    expect(maps).to_have_count(len(shown))
+    assert [int(i) for i in maps.evaluate_all("els => els.map(e => e.dataset.image)")] == shown
+    expect(panel.locator(".cc-shot img").first).to_have_attribute("src", crops[str(shown[0])])
+    painted = maps.first.evaluate("c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                                  " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n / (d.length / 4); }")
+    assert painted > 0.05, painted  # the heat layer and the box are drawn
+
+
 def hover_cell(page, overlay, x, y, grid):
     overlay.scroll_into_view_if_needed()
     box = overlay.bounding_box()

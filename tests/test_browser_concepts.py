@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 import blocklens as bl
 import planted
 from conftest import serve_app
-from test_browser import browser_context_args, browser_type_launch_args, console, pytestmark, shot  # noqa: F401 (fixtures, marks)
+from test_browser import browser_context_args, browser_type_launch_args, console, example_maps_shown, pytestmark, shot  # noqa: F401 (fixtures, marks)
 
 ICONS = dict(size=32, steps=2)  # with the quick preset's other settings: the app's recipe below is the same
 
@@ -78,13 +78,7 @@ def test_concepts_report_from_file_with_the_network_off(page, console, planted_c
     expect(panel).to_be_visible()
     expect(panel).to_have_attribute("data-index", str(top["index"]))
     shown = list(dict.fromkeys(e["image"] for e in top["examples"]))
-    maps = panel.locator("canvas.cc-map")
-    expect(maps).to_have_count(len(shown))
-    assert [int(i) for i in maps.evaluate_all("els => els.map(e => e.dataset.image)")] == shown
-    expect(panel.locator(".cc-shot img").first).to_have_attribute("src", doc["crops"][str(shown[0])])
-    painted = maps.first.evaluate("c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                                  " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n / (d.length / 4); }")
-    assert painted > 0.05, painted  # the heat layer and the box are drawn
+    example_maps_shown(panel, shown, doc["crops"])
     shot(page.locator("#concepts"), "concepts")
     page.get_by_test_id("concept-close").click()
     expect(panel).to_be_hidden()

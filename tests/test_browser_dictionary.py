@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import serve_app
-from test_browser import browser_context_args, browser_type_launch_args, console, pytestmark, shot  # noqa: F401 (fixtures, marks)
+from test_browser import browser_context_args, browser_type_launch_args, console, example_maps_shown, pytestmark, shot  # noqa: F401 (fixtures, marks)
 
 
 def _cards(page):
@@ -41,7 +41,7 @@ def test_dictionary_report_from_file_with_the_network_off(page, console, small_d
     expect(page.locator("#blocklens")).to_have_attribute("data-ready", "1")
     header = page.locator("#atoms .at-header")
     expect(header).to_contain_text(f"Concept dictionary · {d.layer} · {d.model}")
-    expect(page.get_by_test_id("atoms-source")).to_contain_text(f"6 atoms (NMF)")
+    expect(page.get_by_test_id("atoms-source")).to_contain_text("6 atoms (NMF)")
     quality = page.get_by_test_id("atoms-quality")
     expect(quality).to_contain_text(f"{round(100 * d.quality['explained_variance'])}%")
     expect(quality).to_contain_text(f"{round(100 * d.quality['pca']['explained_variance'])}%")
@@ -82,13 +82,7 @@ def test_dictionary_report_from_file_with_the_network_off(page, console, small_d
     expect(panel).to_be_visible()
     expect(panel).to_have_attribute("data-index", str(top["index"]))
     shown = list(dict.fromkeys(e["image"] for e in top["examples"] if str(e["image"]) in doc["crops"]))
-    maps = panel.locator("canvas.cc-map")
-    expect(maps).to_have_count(len(shown))
-    assert [int(i) for i in maps.evaluate_all("els => els.map(e => e.dataset.image)")] == shown
-    expect(panel.locator(".cc-shot img").first).to_have_attribute("src", doc["crops"][str(shown[0])])
-    painted = maps.first.evaluate("c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                                  " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n / (d.length / 4); }")
-    assert painted > 0.05, painted  # the heat layer and the box are drawn
+    example_maps_shown(panel, shown, doc["crops"])
     expect(panel.locator(".at-drive")).to_have_count(len(top["drives"]))
     shot(page.locator("#atoms"), "dictionary")
     page.get_by_test_id("atom-close").click()
