@@ -54,7 +54,7 @@ def test_an_atom_sits_on_the_planted_mark_drives_the_marked_class_and_is_flagged
     head, d = planted_run
     if method == "sae":
         d = bl.concept_dictionary(head, folder, layer="blocks.11", method="sae", icons=False, store=store,
-                                  progress=False)
+                                  stability=False, progress=False)
     assert len(d.atoms) == 32 and d.method == method
     on_mark = [a for a in d.atoms if _on_mark(a) >= 6]
     assert on_mark, [(_on_mark(a), a.drives[0].label) for a in d.atoms]
@@ -172,12 +172,12 @@ def test_bad_requests_fail_before_any_work_with_one_clear_error(lite0, tmp_path,
 def test_the_command_prints_the_dictionary_and_ranks_atoms_for_a_class(folder, tmp_path, capsys):
     out = tmp_path / "d.html"
     rc = main(["dictionary", str(folder), "--no-icons", "--no-stability", "--store", str(tmp_path / "s"),
-               "--class", "Border collie", "--out", str(out), "--json", "--no-progress"])
+               "--atoms", "8", "--class", "Border collie", "--out", str(out), "--json", "--no-progress"])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["kind"] == "dictionary" and data["layer"] == "blocks.11" and len(data["atoms"]) == 32
+    assert data["kind"] == "dictionary" and data["layer"] == "blocks.11" and len(data["atoms"]) == 8
     ranked = data["for_class"]["atoms"]
-    assert len(ranked) == 32 and ranked[0]["prob_drop"] >= ranked[-1]["prob_drop"]
+    assert len(ranked) == 8 and ranked[0]["prob_drop"] >= ranked[-1]["prob_drop"]
     assert out.exists() and "blocklens-data" in out.read_text()
 
 
