@@ -9,7 +9,7 @@ import torch
 
 import blocklens as bl
 from blocklens.cli import main
-from blocklens.dataset.dictionary import dictionary_readability, load_dictionary
+from blocklens.dataset.dictionary import dictionary_readability, list_dictionaries, load_dictionary
 from blocklens.dataset.dictionary.readability import dictionary_units
 from blocklens.dataset.readability import readability
 from blocklens.dataset.dictionary.codebook import Codebook
@@ -181,6 +181,18 @@ def test_the_command_prints_the_dictionary_and_ranks_atoms_for_a_class(folder, t
     assert out.exists() and "blocklens-data" in out.read_text()
 
 
+def test_the_command_on_a_few_photos_prints_its_summary(tmp_path, capsys):
+    """Six photos are one chunk: the PCA has no halves to compare, and the summary says so instead of failing."""
+    rc = main(["dictionary", "--bundled", "--atoms", "4", "--no-icons", "--store", str(tmp_path / "s"),
+               "--out", str(tmp_path / "d.html"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "NMF dictionary of 4 atoms at blocks.11" in out and "no halves to compare" in out, out
+    assert out.count("\natom ") == 4
+    d = load_dictionary(list_dictionaries(tmp_path / "s")[0]["key"], tmp_path / "s")
+    q = d.quality  # fewer than 10 images: the last one is held out, so the figures are measured, not 100% / 0
+    assert q["heldout_images"] == 1 and q["heldout_positions"] == 49 and 0 < q["explained_variance"] < 1
+
+
 @pytest.mark.parametrize("argv, says", [
     (["--class", "no such class"], "unknown class"),
     (["--layer", "fc"], "needs a layer with positions"),
@@ -190,6 +202,16 @@ def test_bad_input_is_one_error_line_with_status_2(folder, tmp_path, capsys, arg
     rc = main(["dictionary", str(folder), "--no-icons", "--store", str(tmp_path / "s"), *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("blocklens: error:") and says in err[0], err
+
+
+def test_a_folder_of_one_image_is_one_error_line_with_status_2(tmp_path, capsys):
+    import shutil
+
+    (tmp_path / "f").mkdir()
+    shutil.copy(bl.bundled_image("dog"), tmp_path / "f" / "dog.jpg")
+    rc = main(["dictionary", str(tmp_path / "f"), "--no-icons", "--store", str(tmp_path / "s"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("blocklens: error: a concept dictionary needs at least 2"), err
 
 
 def test_a_folder_with_no_readable_image_is_one_error_line_with_status_2(tmp_path, capsys):

@@ -93,6 +93,9 @@ def collect(runner: ChunkRunner, info, root: Path, images: list[str], model) -> 
     col = Collected(runner.store, [s.path for s in shards], metas, images, spans, info.height * info.width)
     if not len(col.readable):
         raise BlocklensError(f"no readable image in {root}: all {len(images)} image file(s) failed to decode")
+    if len(col.readable) < 2:
+        raise BlocklensError(f"a concept dictionary needs at least 2 readable images (one is held out to measure it); "
+                             f"{root} has {len(col.readable)} of {len(images)}")
     return col, fkey
 
 

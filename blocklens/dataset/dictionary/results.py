@@ -150,7 +150,10 @@ class ConceptDictionary(HtmlPage):
                f"{len(self.images)} images: explained variance {q['explained_variance']:.1%} (PCA of equal size "
                f"{q['pca']['explained_variance']:.1%}), {q['active_per_position']:.1f} active atoms per position "
                f"(channels {q['channels']['active_per_position']:.1f}), {q['dead']} dead"
-               + (f", stability {q['stability']:.2f} (PCA {q['pca']['stability']:.2f})" if q.get('stability') is not None else "")]
+               + (f", stability {q['stability']:.2f}" + (f" (PCA {q['pca']['stability']:.2f})"
+                                                         if q['pca'].get('stability') is not None else
+                                                         " (PCA: one chunk of images, no halves to compare)")
+                  if q.get('stability') is not None else "")]
         r = q.get("readability")
         if r:
             out.append(f"readability (two-alternative trials, chance 0.50; judge: {r['judge']}): atoms "

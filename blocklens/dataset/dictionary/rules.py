@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 #: Bumped whenever what a shard holds or how it is computed changes.
-DICTIONARY_VERSION = 1
+DICTIONARY_VERSION = 2
 DICTIONARY_DIR = "dictionaries"
 METHODS = ("nmf", "sae")
 DEFAULT_ATOMS = 32                # atoms when none are asked for (see README "A dictionary of concepts")

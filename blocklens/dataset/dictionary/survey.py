@@ -41,6 +41,8 @@ class Collected:
         self.prob = np.concatenate([m["prob"] for m in metas]) if metas else np.zeros(0, np.float32)
         self.signed = any(bool(m["neg"]) for m in metas)
         self.held = (np.arange(len(self.readable)) % HOLDOUT) == HOLDOUT - 1
+        if not self.held.any() and len(self.held) > 1:  # fewer than HOLDOUT images: the last one is held out
+            self.held[-1] = True
         self._cache: tuple[int, np.ndarray] | None = None
 
     def rows(self, s: int) -> np.ndarray:
