@@ -5,9 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import (add_device, add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int,
-                   open_store, positive_int, stderr_log)
-from .dataset import add_source, source_arg
+from .args import (add_icon_options, add_model, add_store, icon_recipe, load_model_arg, open_store, positive_int,
+                   stderr_log)
+from .dataset import add_chunk_runner, add_source, runner_args, source_arg
 
 DICTIONARY_EXAMPLES = """\
 examples:
@@ -33,7 +33,6 @@ def add_commands(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DICTIONARY_EXAMPLES)
     add_source(p)
     add_model(p)
-    add_device(p, "; local worker i gets GPU i mod count; the dictionary trains there too")
     p.add_argument("--layer", metavar="LAYER", help="a layer with positions (default: the report's deeper layer)")
     p.add_argument("--atoms", type=positive_int, help="the number of atoms (default 32)")
     p.add_argument("--method", choices=["nmf", "sae"], default="nmf", help="online NMF (default) or a TopK sparse "
@@ -48,12 +47,7 @@ def add_commands(sub) -> None:
     p.add_argument("--readability", action="store_true", help="also score how readable the atoms and the layer's "
                    "channels are: two-alternative trials judged by the model's penultimate features (minutes: "
                    "every unit's top, bottom and random patches are run through the model)")
-    p.add_argument("--workers", type=nonneg_int, default=0, help="local worker processes (default 0: this process)")
-    p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPU cores / workers)")
-    p.add_argument("--ray", metavar="ADDRESS", help="run the chunks as Ray tasks (pip install 'blocklens[ray]'): "
-                   "auto, ray://HOST:10001, HOST:6379, or local")
-    p.add_argument("--gpus-per-task", type=float, default=0, metavar="N", help="GPUs Ray reserves per chunk "
-                   "(default 0)")
+    add_chunk_runner(p, "; the dictionary trains there too")
     add_icon_options(p, "no icons (the numbers and patches only)")
     add_store(p)
     p.add_argument("--out", metavar="FILE", default="dictionary.html", help="the self-contained HTML report "
@@ -74,8 +68,7 @@ def cmd_dictionary(args) -> int:
     d = concept_dictionary(model, source, args.layer, args.atoms, args.method, epochs=args.epochs, top=args.top,
                            seed=args.seed, stability=not args.no_stability, examples=args.examples,
                            readability=args.readability,
-                           icons=not args.no_icons, store=open_store(args), workers=args.workers, device=args.device,
-                           threads=args.threads, ray=args.ray, gpus_per_task=args.gpus_per_task,
+                           icons=not args.no_icons, store=open_store(args), **runner_args(args),
                            progress=False if args.no_progress else None, log=stderr_log(args), **recipe)
     out = d.save_html(Path(args.out))
     ranked = d.for_class(args.cls) if args.cls is not None else None

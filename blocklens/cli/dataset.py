@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from ..errors import BlocklensError
-from .args import (add_device, add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int, open_store,
-                   positive_int, stderr_log)
+from .args import (add_device, add_icon_options, add_model, add_store, icon_recipe, load_model_arg, nonneg_int,
+                   open_store, positive_int, stderr_log)
 
 INDEX_EXAMPLES = """\
 examples:
@@ -41,6 +41,26 @@ def add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", nargs="?", metavar="FOLDER", help="a folder of images (subfolders included)")
     p.add_argument("--bundled", action="store_true", help="the photos that ship with blocklens")
     p.add_argument("--index", metavar="KEY", help="the folder of an index from 'blocklens index' (instead of FOLDER)")
+
+
+def add_chunk_runner(p: argparse.ArgumentParser, device_more: str = "") -> None:
+    """Where a folder job's chunks run: --workers, --threads, --device, --ray, --gpus-per-task
+    (:func:`runner_args` reads them)."""
+    p.add_argument("--workers", type=nonneg_int, default=0, help="local worker processes (default 0: this process)")
+    p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPU cores / workers)")
+    add_device(p, "; local worker i gets GPU i mod count" + device_more)
+    p.add_argument("--ray", metavar="ADDRESS", help="run the chunks as Ray tasks (pip install 'blocklens[ray]'): "
+                   "auto, ray://HOST:10001, HOST:6379, or local")
+    p.add_argument("--gpus-per-task", type=float, default=0, metavar="N", help="GPUs Ray reserves per chunk "
+                   "(default 0; 1 with --device cuda)")
+
+
+def runner_args(args) -> dict:
+    """The options of :func:`add_chunk_runner` as keyword arguments of a folder job (defaults where a command
+    lacks them)."""
+    return {"workers": getattr(args, "workers", 0), "threads": getattr(args, "threads", None),
+            "device": getattr(args, "device", None), "ray": getattr(args, "ray", None),
+            "gpus_per_task": getattr(args, "gpus_per_task", 0) or 0}
 
 
 def source_arg(args):
@@ -88,13 +108,7 @@ def add_commands(sub) -> None:
     add_model(p)
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to index (default: the report's layers)")
     add_store(p)
-    p.add_argument("--workers", type=nonneg_int, default=0, help="local worker processes (default 0: this process)")
-    p.add_argument("--threads", type=positive_int, help="torch threads per worker (default: CPU cores / workers)")
-    add_device(p, "; local worker i gets GPU i mod count")
-    p.add_argument("--ray", metavar="ADDRESS", help="run the chunks as Ray tasks (pip install 'blocklens[ray]'): "
-                   "auto, ray://HOST:10001, HOST:6379, or local")
-    p.add_argument("--gpus-per-task", type=float, default=0, metavar="N", help="GPUs Ray reserves per chunk "
-                   "(default 0; 1 with --device cuda)")
+    add_chunk_runner(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the finished index's summary as JSON")
     p.set_defaults(func=cmd_index)
@@ -164,9 +178,7 @@ def index_from_args(args, layers, model=None):
 
     return build_index(folder_arg(args), model if model is not None else args.model, layers,
                        store=open_store(args), k=args.k, samples=args.samples, seed=args.index_seed,
-                       classes=args.classes, chunk=args.chunk, workers=getattr(args, "workers", 0),
-                       threads=getattr(args, "threads", None), device=getattr(args, "device", None),
-                       ray=getattr(args, "ray", None), gpus_per_task=getattr(args, "gpus_per_task", 0) or 0,
+                       classes=args.classes, chunk=args.chunk, **runner_args(args),
                        progress=False if args.no_progress else None,
                        weights=args.weights, log=stderr_log(args))
 

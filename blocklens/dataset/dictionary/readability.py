@@ -84,9 +84,9 @@ def dictionary_units(d: Any, model: Any, top: int = TOP, channels: int | Sequenc
     grid, frame = (info.height, info.width), model.input_size
     rf = int(d.options.get("receptive_field") or model.receptive_field(info.name)["size"])
     t = {k: np.asarray(d.tables[k]) for k in need}
-    atoms = _units([f"atom {a.index}" for a in d.atoms], t["peak"][:, [a.index for a in d.atoms]],
-                   t["peak_pos"][:, [a.index for a in d.atoms]], t["low"][:, [a.index for a in d.atoms]],
-                   t["low_pos"][:, [a.index for a in d.atoms]], d.images, grid, frame, rf, top, seed)
+    ai = [a.index for a in d.atoms]
+    atoms = _units([f"atom {a}" for a in ai], t["peak"][:, ai], t["peak_pos"][:, ai], t["low"][:, ai],
+                   t["low_pos"][:, ai], d.images, grid, frame, rf, top, seed)
     cs = _channels(channels, t["ch_peak"].shape[1], seed)
     chans = _units([f"channel {c}" for c in cs], t["ch_peak"][:, cs], t["ch_pos"][:, cs], t["ch_low"][:, cs],
                    t["ch_low_pos"][:, cs], d.images, grid, frame, rf, top, seed + 1)
@@ -109,7 +109,7 @@ def dictionary_readability(d: Any, model: Any, top: int = TOP, trials: int = TRI
     for kind, units in (("atoms", atoms), ("channels", chans)):
         names = {u.name for u in units}
         split[kind] = {c: got[c].subset(names).to_json() for c in CONTRASTS}
-    q = {**split, "top": top, "trials_per_unit": trials, "judge": judge.describe() if hasattr(judge, "describe") else str(judge),
+    q = {**split, "top": top, "trials_per_unit": trials, "judge": got[CONTRASTS[0]].judge,
          "seconds": round(time.perf_counter() - t0, 2),
          "note": (f"two-alternative trials (Zimmermann et al. 2024): a unit's top patch or its bottom (or a random) "
                   f"patch, which is nearer, by mean cosine of the judge's features, to the unit's {top - 1} other top "
